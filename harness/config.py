@@ -1,0 +1,228 @@
+"""Typed config schema (strict: unknown keys and wrong types fail at composition) and validate().
+
+Each YAML in a config group extends its schema from the ConfigStore through its defaults list
+(`- /schema/<group>@_here_` or, for methods, `- /schema/method/<kind>@_here_`), so a misspelt key
+in a file or on the command line is rejected by OmegaConf before anything runs.
+All cross-field checks that need no model or data live in `validate()`; the ones that need the
+tokenizer live in `validate_with_tokenizer()`. Both run before training.
+"""
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig
+
+from harness.errors import HarnessError
+
+
+@dataclass
+class ModelConfig:
+    name: str = MISSING  # label used in tables
+    version: str = MISSING
+    # Where the weights come from: a hub id, a local directory, or "pkg:<python module>" whose
+    # get_model_path() returns a local HF directory (the embedded MiniLM). None with from_config.
+    pretrained: Optional[str] = None
+    revision: Optional[str] = None  # hub revision (commit/tag), recorded
+    # Random initialisation from a transformers config (tests): {model_type: ..., **kwargs}.
+    from_config: Optional[Dict[str, Any]] = None
+    tokenizer: Optional[str] = None  # defaults to `pretrained`
+    arch: str = MISSING  # encoder | decoder
+
+
+@dataclass
+class TaskConfig:
+    name: str = MISSING
+    version: str = MISSING
+    dataset: str = MISSING  # hub dataset id, e.g. nyu-mll/glue
+    subset: Optional[str] = None  # hub config name, e.g. sst2
+    mirror_path: str = MISSING  # directory under $HARNESS_DATA_DIR holding <split>.parquet
+    text_fields: List[str] = MISSING
+    label_field: str = "label"
+    label_type: str = MISSING  # classification | regression
+    num_labels: int = MISSING
+    train_split: str = "train"
+    # tag -> split; with one eval split metric names are bare, with several they get _<tag>
+    eval_splits: Dict[str, str] = field(default_factory=lambda: {"validation": "validation"})
+    metrics: List[str] = MISSING  # computed on every evaluation
+    report_metric: str = MISSING  # the task's headline number (also the selection metric)
+    max_length: int = 128
+    max_train_samples: Optional[int] = None  # None = the whole train split
+
+
+@dataclass
+class TrainConfig:
+    seed: int = 42
+    base_lr: float = 5e-5  # the FullFT reference LR; lr = base_lr * method.lr_multiplier
+    batch_size: int = 32
+    grad_accum: int = 1
+    max_steps: Optional[int] = 400  # optimizer steps; set null to train by epochs
+    epochs: Optional[float] = None
+    schedule: str = "linear"  # linear | cosine | constant
+    warmup_ratio: float = 0.06
+    warmup_steps: Optional[int] = None  # overrides warmup_ratio when set
+    weight_decay: float = 0.0
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
+    adam_eps: float = 1e-8
+    max_grad_norm: Optional[float] = 1.0  # null disables clipping
+    log_every: int = 10
+    eval_every: int = 100  # also evaluated after the last step
+    eval_batch_size: int = 128
+    # Which head modules train, for every method alike: classifier | classifier+pooler | none
+    head: str = "classifier"
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    precision: str = "auto"  # auto | fp32 | bf16 (bf16 = autocast; weights stay fp32)
+    num_threads: Optional[int] = None  # torch CPU threads; None = torch's default
+    deterministic: bool = True
+    progress: bool = True
+
+
+@dataclass
+class EvalConfig:
+    protocol: str = MISSING  # last | split_val
+    split_seed: int = MISSING  # seed of the select/report split (split_val)
+
+
+@dataclass
+class LoggerConfig:
+    wandb: bool = False
+    mode: str = "offline"  # offline | online | disabled
+    project: str = "harness"
+    entity: Optional[str] = None
+    group: Optional[str] = None
+
+
+@dataclass
+class HarnessConfig:
+    model: ModelConfig = MISSING
+    task: TaskConfig = MISSING
+    method: Any = MISSING  # each method kind has its own schema (harness.methods)
+    train: TrainConfig = MISSING
+    eval: EvalConfig = MISSING
+    logger: LoggerConfig = MISSING
+
+
+SCHEMES = {"model": ModelConfig, "task": TaskConfig, "train": TrainConfig,
+           "eval": EvalConfig, "logger": LoggerConfig}
+
+
+def register_configs() -> None:
+    """Put every schema into Hydra's ConfigStore (idempotent)."""
+    from harness.methods import METHODS  # registers all method kinds
+
+    cs = ConfigStore.instance()
+    cs.store(name="harness_schema", node=HarnessConfig)
+    for group, node in SCHEMES.items():
+        cs.store(group="schema", name=group, node=node)
+    for kind in METHODS.names():
+        cs.store(group="schema/method", name=kind, node=METHODS.get(kind).config_class)
+
+
+SCHEDULES = ("linear", "cosine", "constant")
+HEAD_POLICIES = ("classifier", "classifier+pooler", "none")
+PRECISIONS = ("auto", "fp32", "bf16")
+LABEL_TYPES = ("classification", "regression")
+
+
+def _require(ok: bool, message: str) -> None:
+    if not ok:
+        raise HarnessError(message)
+
+
+def validate(cfg: DictConfig) -> None:
+    """Every cross-field check that needs no model or data. Raises HarnessError (one line)."""
+    from harness.evaluation import PROTOCOLS
+    from harness.methods import METHODS
+    from harness.metrics import METRICS
+
+    unknown = sorted(set(cfg.keys()) - set(HarnessConfig.__dataclass_fields__))
+    _require(not unknown, f"unknown top-level config key(s) {unknown}; known: {sorted(HarnessConfig.__dataclass_fields__)}")
+    t, task = cfg.train, cfg.task
+    _require(t.batch_size > 0, f"train.batch_size must be > 0 (got {t.batch_size})")
+    _require(t.grad_accum > 0, f"train.grad_accum must be > 0 (got {t.grad_accum})")
+    _require(t.base_lr > 0, f"train.base_lr must be > 0 (got {t.base_lr})")
+    _require((t.max_steps is None) != (t.epochs is None),
+             "set exactly one of train.max_steps and train.epochs"
+             f" (got max_steps={t.max_steps}, epochs={t.epochs}); e.g. train.max_steps=null train.epochs=3")
+    _require(t.max_steps is None or t.max_steps > 0, f"train.max_steps must be > 0 (got {t.max_steps})")
+    _require(t.epochs is None or t.epochs > 0, f"train.epochs must be > 0 (got {t.epochs})")
+    _require(t.schedule in SCHEDULES, f"train.schedule must be one of {SCHEDULES} (got '{t.schedule}')")
+    _require(0 <= t.warmup_ratio < 1, f"train.warmup_ratio must be in [0, 1) (got {t.warmup_ratio})")
+    _require(t.warmup_steps is None or t.warmup_steps >= 0,
+             f"train.warmup_steps must be >= 0 (got {t.warmup_steps})")
+    if t.max_steps is not None and t.warmup_steps is not None:
+        _require(t.warmup_steps < t.max_steps, f"train.warmup_steps={t.warmup_steps} leaves no"
+                 f" training after warm-up (train.max_steps={t.max_steps})")
+    _require(t.weight_decay >= 0, f"train.weight_decay must be >= 0 (got {t.weight_decay})")
+    _require(t.max_grad_norm is None or t.max_grad_norm > 0,
+             f"train.max_grad_norm must be > 0 or null (got {t.max_grad_norm})")
+    _require(t.log_every > 0, f"train.log_every must be > 0 (got {t.log_every})")
+    _require(t.eval_every > 0, f"train.eval_every must be > 0 (got {t.eval_every})")
+    _require(t.eval_batch_size > 0, f"train.eval_batch_size must be > 0 (got {t.eval_batch_size})")
+    _require(t.head in HEAD_POLICIES, f"train.head must be one of {HEAD_POLICIES} (got '{t.head}')")
+    _require(t.precision in PRECISIONS, f"train.precision must be one of {PRECISIONS} (got '{t.precision}')")
+    _require(t.num_threads is None or t.num_threads > 0, f"train.num_threads must be > 0 (got {t.num_threads})")
+
+    _require(task.label_type in LABEL_TYPES, f"task.label_type must be one of {LABEL_TYPES}")
+    _require(task.num_labels >= 1, f"task.num_labels must be >= 1 (got {task.num_labels})")
+    _require((task.label_type == "regression") == (task.num_labels == 1),
+             "a regression task has num_labels=1 and a classification task num_labels>=2")
+    _require(task.max_length > 0, f"task.max_length must be > 0 (got {task.max_length})")
+    _require(task.max_train_samples is None or task.max_train_samples > 0,
+             f"task.max_train_samples must be > 0 (got {task.max_train_samples})")
+    _require(len(task.eval_splits) > 0, "task.eval_splits is empty")
+    for name in task.metrics:
+        _require(name in METRICS, f"task.metrics: unknown metric '{name}'; known: {', '.join(METRICS.names())}")
+    _require(task.report_metric in metric_names(task),
+             f"task.report_metric '{task.report_metric}' is not among {metric_names(task)}")
+
+    m = cfg.model
+    _require((m.pretrained is None) != (m.from_config is None),
+             f"model '{m.name}': set exactly one of model.pretrained and model.from_config")
+    _require(m.arch in ("encoder", "decoder"), f"model.arch must be encoder or decoder (got '{m.arch}')")
+
+    PROTOCOLS.get(cfg.eval.protocol)
+    _require(cfg.logger.mode in ("offline", "online", "disabled"),
+             f"logger.mode must be offline, online or disabled (got '{cfg.logger.mode}')")
+
+    method = METHODS.get(cfg.method.kind)
+    lr = effective_lr(cfg)
+    _require(lr > 0 and math.isfinite(lr), f"learning rate must be > 0 (got {lr}:"
+             f" method.lr={cfg.method.lr}, train.base_lr={t.base_lr} x method.lr_multiplier={cfg.method.lr_multiplier})")
+    method.validate_config(cfg.method, cfg)
+
+
+def metric_names(task) -> List[str]:
+    """Metric keys a task reports: bare with one eval split, '<metric>_<tag>' with several."""
+    tags = list(task.eval_splits)
+    if len(tags) == 1:
+        return list(task.metrics)
+    return [f"{m}_{tag}" for tag in tags for m in task.metrics]
+
+
+def effective_lr(cfg: DictConfig) -> float:
+    """Absolute `method.lr` if set, else `train.base_lr * method.lr_multiplier`."""
+    if cfg.method.lr is not None:
+        return float(cfg.method.lr)
+    return float(cfg.train.base_lr) * float(cfg.method.lr_multiplier)
+
+
+def lr_source(cfg: DictConfig) -> str:
+    if cfg.method.lr is not None:
+        return f"absolute (method.lr={cfg.method.lr}; method.lr_multiplier ignored)"
+    return f"relative: train.base_lr={cfg.train.base_lr} x method.lr_multiplier={cfg.method.lr_multiplier}"
+
+
+def validate_with_tokenizer(cfg: DictConfig, tokenizer, method) -> None:
+    """Checks that need the tokenizer: is max_length enough for the input format and the method?"""
+    pair = len(cfg.task.text_fields) == 2
+    special = tokenizer.num_special_tokens_to_add(pair=pair)
+    need_format = special + len(cfg.task.text_fields)  # at least one real token per text field
+    need_method = method.min_max_length(cfg.method)
+    need = max(need_format, need_method)
+    _require(cfg.task.max_length >= need,
+             f"task.max_length={cfg.task.max_length} is below what this run needs ({need}:"
+             f" {special} special tokens + {len(cfg.task.text_fields)} text field(s); method '{cfg.method.label}'"
+             f" needs {need_method})")

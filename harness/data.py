@@ -1,0 +1,138 @@
+"""One data pipeline for every method: load (hub or local mirror) -> tokenize once (cached) -> batches.
+
+Local mirror layout (HARNESS_DATA_DIR): <mirror_path>/<split>.parquet, e.g. glue/sst2/train.parquet.
+Tokenized datasets are cached by datasets under an explicit fingerprint of (source data, tokenizer,
+max_length, fields), so every process of a sweep reuses them. Batches are padded dynamically.
+"""
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, Iterator, List, Optional, Tuple
+
+import numpy as np
+
+from harness.errors import HarnessError
+from harness.hub import DATA_DIR_ENV, data_dir
+
+TOKENIZE_VERSION = "1"  # bump when tokenization changes, so old caches are not reused
+SUBSET_SEED = 0  # task.max_train_samples draws the same examples for every run seed
+
+
+def _mirror_file(task_cfg, split: str) -> Optional[Path]:
+    root = data_dir()
+    if root is None:
+        return None
+    return Path(root) / task_cfg.mirror_path / f"{split}.parquet"
+
+
+def check_available(task_cfg) -> dict:
+    """Fail fast (one line) if the mirror lacks a split; return where the data comes from."""
+    root = data_dir()
+    splits = [task_cfg.train_split, *task_cfg.eval_splits.values()]
+    if root is None:
+        return {"value": f"hub:{task_cfg.dataset}" + (f"/{task_cfg.subset}" if task_cfg.subset else ""),
+                "reason": f"{DATA_DIR_ENV} not set"}
+    if not Path(root).is_dir():
+        raise HarnessError(f"{DATA_DIR_ENV}={root} is not a directory")
+    for split in splits:
+        path = _mirror_file(task_cfg, split)
+        if not path.is_file():
+            raise HarnessError(f"task '{task_cfg.name}': split '{split}' is missing from the local mirror ({path} not found)")
+    return {"value": f"mirror:{Path(root).resolve() / task_cfg.mirror_path}", "reason": f"{DATA_DIR_ENV} is set"}
+
+
+def load_split(task_cfg, split: str):
+    import datasets
+    datasets.disable_progress_bars()
+    path = _mirror_file(task_cfg, split)
+    try:
+        if path is not None:
+            return datasets.load_dataset("parquet", data_files={split: str(path)}, split=split)
+        return datasets.load_dataset(task_cfg.dataset, task_cfg.subset, split=split)
+    except Exception as e:  # noqa: BLE001 - hub/network errors come in many types
+        raise HarnessError(f"cannot load {task_cfg.dataset}/{task_cfg.subset} split '{split}'"
+                           f" ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''});"
+                           f" offline? point {DATA_DIR_ENV} at a local mirror")
+
+
+def _tokenizer_digest(tokenizer) -> str:
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    text = backend.to_str() if backend is not None else repr(sorted(tokenizer.get_vocab().items()))
+    return hashlib.sha256(f"{type(tokenizer).__name__}|{tokenizer.padding_side}|{text}".encode()).hexdigest()
+
+
+def tokenize(ds, task_cfg, tokenizer, keep: List[str]):
+    fields, label_field = list(task_cfg.text_fields), task_cfg.label_field
+    regression = task_cfg.label_type == "regression"
+    missing = [f for f in fields + [label_field] if f not in ds.column_names]
+    if missing:
+        raise HarnessError(f"task '{task_cfg.name}': columns {missing} not in the data (has {ds.column_names})")
+
+    def encode(batch):
+        out = tokenizer(*[batch[f] for f in fields], truncation=True, max_length=task_cfg.max_length)
+        out = {k: v for k, v in out.items() if k in keep}
+        out["labels"] = [float(x) if regression else int(x) for x in batch[label_field]]
+        return out
+
+    key = "|".join([ds._fingerprint, _tokenizer_digest(tokenizer), str(task_cfg.max_length), ",".join(fields),
+                    label_field, task_cfg.label_type, ",".join(sorted(keep)), TOKENIZE_VERSION])
+    fingerprint = hashlib.sha256(key.encode()).hexdigest()[:32]
+    return ds.map(encode, batched=True, remove_columns=ds.column_names, new_fingerprint=fingerprint,
+                  desc=f"tokenize {task_cfg.name}")
+
+
+@dataclass
+class EvalSet:
+    """An eval split tokenized and sorted by length (less padding); predictions map back by position."""
+    dataset: object
+    positions: np.ndarray  # original row index of each sorted row
+    labels: np.ndarray  # in original order
+    collate: object
+    batch_size: int
+
+    def batches(self) -> Iterator[Tuple[np.ndarray, dict]]:
+        for start in range(0, len(self.positions), self.batch_size):
+            rows = self.dataset[start:start + self.batch_size]
+            features = [dict(zip(rows, values)) for values in zip(*rows.values())]
+            yield self.positions[start:start + self.batch_size], self.collate(features)
+
+
+def _eval_set(ds, collate, batch_size: int) -> EvalSet:
+    lengths = np.array([len(x) for x in ds["input_ids"]])
+    order = np.argsort(-lengths, kind="stable")  # longest first: memory peaks at the first batch
+    labels = np.array(ds["labels"])
+    return EvalSet(dataset=ds.select(order), positions=order, labels=labels, collate=collate, batch_size=batch_size)
+
+
+@dataclass
+class TaskData:
+    train: object  # tokenized datasets.Dataset
+    eval_sets: Dict[str, EvalSet]
+    collate: object
+    train_tokens_mean: float
+
+
+def prepare(cfg, tokenizer, model_inputs) -> TaskData:
+    from transformers import DataCollatorWithPadding
+    task = cfg.task
+    keep = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in model_inputs]
+    train = load_split(task, task.train_split)
+    if task.max_train_samples is not None and task.max_train_samples < len(train):
+        train = train.shuffle(seed=SUBSET_SEED).select(range(task.max_train_samples))
+    train = tokenize(train, task, tokenizer, keep)
+    collate = DataCollatorWithPadding(tokenizer)
+    eval_sets = {tag: _eval_set(tokenize(load_split(task, split), task, tokenizer, keep), collate,
+                                cfg.train.eval_batch_size)
+                 for tag, split in task.eval_splits.items()}
+    mean_len = float(np.mean([len(x) for x in train["input_ids"]]))
+    return TaskData(train=train, eval_sets=eval_sets, collate=collate, train_tokens_mean=mean_len)
+
+
+def train_loader(data: TaskData, batch_size: int, seed: int):
+    """Shuffled every epoch by a generator seeded with the run seed (same seed, same order)."""
+    import torch
+    generator = torch.Generator().manual_seed(seed)
+    return torch.utils.data.DataLoader(data.train, batch_size=batch_size, shuffle=True, generator=generator,
+                                       collate_fn=data.collate, num_workers=0)
+

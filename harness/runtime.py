@@ -1,0 +1,81 @@
+"""Device, precision, threads and seeding: chosen once per run, printed with the reason, recorded."""
+
+import contextlib
+import os
+import random
+from dataclasses import dataclass, field
+
+from harness.errors import HarnessError
+
+
+@dataclass
+class Runtime:
+    device: str
+    precision: str  # fp32 | bf16 (autocast)
+    inferred: dict = field(default_factory=dict)  # setting -> {"value", "reason"}
+
+    def autocast(self):
+        import torch
+        if self.precision == "bf16":
+            return torch.autocast(device_type=self.device.split(":")[0], dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def to_device(self, batch: dict) -> dict:
+        if self.device == "cpu":
+            return batch
+        return {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+
+
+def _choose_device(requested: str):
+    import torch
+    if requested == "auto":
+        if torch.cuda.is_available():
+            return "cuda", f"auto: CUDA available ({torch.cuda.get_device_name(0)})"
+        return "cpu", "auto: CUDA not available"
+    if requested.startswith("cuda") and not torch.cuda.is_available():
+        raise HarnessError(f"train.device={requested} but CUDA is not available on this machine")
+    if requested != "cpu" and not requested.startswith("cuda"):
+        raise HarnessError(f"train.device must be auto, cpu, cuda or cuda:N (got '{requested}')")
+    return requested, "set by train.device"
+
+
+def _choose_precision(requested: str, device: str):
+    import torch
+    if requested == "auto":
+        if device.startswith("cuda") and torch.cuda.is_bf16_supported():
+            return "bf16", "auto: bf16 autocast on a bf16-capable GPU (weights stay fp32)"
+        return "fp32", "auto: fp32 on CPU" if device == "cpu" else "auto: GPU without bf16"
+    if requested == "bf16" and device.startswith("cuda") and not torch.cuda.is_bf16_supported():
+        raise HarnessError("train.precision=bf16 but this GPU does not support bf16")
+    return requested, "set by train.precision"
+
+
+def seed_everything(seed: int, deterministic: bool) -> None:
+    import numpy as np
+    import torch
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+
+
+def setup_runtime(train_cfg) -> Runtime:
+    import torch
+    device, device_why = _choose_device(train_cfg.device)
+    precision, precision_why = _choose_precision(train_cfg.precision, device)
+    if train_cfg.num_threads is not None:
+        torch.set_num_threads(train_cfg.num_threads)
+        threads_why = "set by train.num_threads"
+    else:
+        threads_why = "torch default"
+    seed_everything(train_cfg.seed, train_cfg.deterministic)
+    rt = Runtime(device=device, precision=precision)
+    rt.inferred = {
+        "device": {"value": device, "reason": device_why},
+        "precision": {"value": precision, "reason": precision_why},
+        "cpu_threads": {"value": torch.get_num_threads(), "reason": threads_why},
+    }
+    return rt

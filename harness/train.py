@@ -1,0 +1,163 @@
+"""THE training loop, shared by every method. It calls method hooks and never names a method.
+
+Per optimizer step: `grad_accum` micro-batches forward/backward -> clip -> optimizer.step() ->
+method.on_optimizer_step(step) (gradients still present) -> scheduler.step() -> zero_grad().
+Logged every `log_every` steps: train/loss (task loss from the logits, comparable across methods),
+train/objective (what was minimised, incl. any method regulariser), train/lr, train/grad_norm.
+Evaluated every `eval_every` steps and after the last one.
+"""
+
+import math
+import statistics
+import time
+from dataclasses import dataclass, field
+from typing import List
+
+from harness.errors import HarnessError
+
+
+class Diverged(RuntimeError):
+    reason = "diverged"
+
+
+@dataclass
+class LoopResult:
+    steps: int
+    train_seconds: float
+    step_seconds_median: float
+    train_tokens: int
+    step_durations: List[float] = field(default_factory=list)  # per step, CPU-exact (benchmarks)
+
+
+def count_total_steps(tcfg, n_train: int) -> int:
+    if tcfg.max_steps is not None:
+        return int(tcfg.max_steps)
+    per_epoch = math.ceil(n_train / (tcfg.batch_size * tcfg.grad_accum))
+    return max(1, math.ceil(tcfg.epochs * per_epoch))
+
+
+def count_warmup_steps(tcfg, total: int) -> int:
+    warmup = tcfg.warmup_steps if tcfg.warmup_steps is not None else int(round(tcfg.warmup_ratio * total))
+    if warmup >= total:
+        raise HarnessError(f"warm-up ({warmup} steps) leaves no training in {total} total steps")
+    return warmup
+
+
+def build_optimizer(model, tcfg, lr: float):
+    import torch
+    decay, no_decay = [], []
+    for _, p in model.named_parameters():
+        if p.requires_grad:
+            (decay if p.ndim >= 2 else no_decay).append(p)  # no decay on biases and norms
+    if not decay and not no_decay:
+        raise HarnessError("the method left no trainable parameter")
+    groups = [{"params": decay, "weight_decay": tcfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW([g for g in groups if g["params"]], lr=lr,
+                             betas=(tcfg.adam_beta1, tcfg.adam_beta2), eps=tcfg.adam_eps)
+
+
+def build_scheduler(optimizer, tcfg, total: int, warmup: int):
+    from transformers import get_scheduler
+    name = {"linear": "linear", "cosine": "cosine", "constant": "constant_with_warmup"}[tcfg.schedule]
+    return get_scheduler(name, optimizer, num_warmup_steps=warmup, num_training_steps=total)
+
+
+def task_loss(logits, labels, regression: bool):
+    import torch.nn.functional as F
+    logits = logits.float()
+    if regression:
+        return F.mse_loss(logits.squeeze(-1), labels.float())
+    return F.cross_entropy(logits, labels)
+
+
+def _forever(loader):
+    epoch = 0
+    while True:
+        for batch in loader:
+            yield epoch, batch
+        epoch += 1
+
+
+def _grad_norm(params, max_norm):
+    import torch
+    return torch.nn.utils.clip_grad_norm_(params, max_norm if max_norm is not None else float("inf"))
+
+
+def train(model, method, loader, evaluator, tracker, runtime, tcfg, total: int, lr: float,
+          regression: bool) -> LoopResult:
+    import torch
+    from tqdm.auto import tqdm
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = build_optimizer(model, tcfg, lr)
+    scheduler = build_scheduler(optimizer, tcfg, total, count_warmup_steps(tcfg, total))
+    batches = _forever(loader)
+    model.train()
+    cuda = runtime.device.startswith("cuda")
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+
+    durations, window_means = [], []
+    window_loss = window_objective = 0.0
+    window_steps, window_seconds, tokens = 0, 0.0, 0
+    epoch = 0
+    bar = tqdm(total=total, disable=not tcfg.progress, desc="train", dynamic_ncols=True)
+    for step in range(1, total + 1):
+        start = time.perf_counter()
+        loss_sum = objective_sum = 0.0
+        for _ in range(tcfg.grad_accum):
+            epoch, batch = next(batches)
+            tokens += int(batch["attention_mask"].sum())
+            batch = runtime.to_device(batch)
+            with runtime.autocast():
+                out = model(**batch)
+            (out.loss / tcfg.grad_accum).backward()
+            objective_sum = objective_sum + out.loss.detach()
+            loss_sum = loss_sum + task_loss(out.logits.detach(), batch["labels"], regression)
+        grad_norm = _grad_norm(params, tcfg.max_grad_norm)
+        optimizer.step()
+        method.on_optimizer_step(step, model)
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        window_loss = window_loss + loss_sum / tcfg.grad_accum
+        window_objective = window_objective + objective_sum / tcfg.grad_accum
+        window_steps += 1
+
+        if step % tcfg.log_every == 0 or step == total:
+            loss = float(window_loss) / window_steps  # the only host sync: once per log window
+            objective = float(window_objective) / window_steps
+            if not math.isfinite(loss) or not math.isfinite(objective):
+                raise Diverged(f"loss is {loss} at step {step}")
+            tracker.log(step, {"train/loss": loss, "train/objective": objective,
+                               "train/lr": scheduler.get_last_lr()[0], "train/grad_norm": float(grad_norm),
+                               "train/epoch": epoch})
+            bar.set_postfix(loss=f"{loss:.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
+        elapsed = time.perf_counter() - start
+        durations.append(elapsed)
+        window_seconds += elapsed
+        if step % tcfg.log_every == 0 or step == total:
+            window_means.append(window_seconds / window_steps)
+            window_loss = window_objective = 0.0
+            window_steps, window_seconds = 0, 0.0
+        bar.update(1)
+
+        if step % tcfg.eval_every == 0 or step == total:
+            scores = evaluator.evaluate(model, step)
+            ranks = method.rank_snapshot(model)
+            tracker.log(step, {**scores, **{f"rank/{k}": v for k, v in ranks.items()}})
+            bar.write(f"step {step}: " + ", ".join(f"{k}={v:.4f}" for k, v in scores.items()))
+    bar.close()
+    return LoopResult(steps=total, train_seconds=sum(durations),
+                      step_seconds_median=statistics.median(window_means), train_tokens=tokens,
+                      step_durations=durations)
+
+
+def peak_memory(runtime) -> dict:
+    """Peak memory in MB: CUDA max allocated on GPU, else the process's max RSS."""
+    import resource
+
+    import torch
+    if runtime.device.startswith("cuda"):
+        return {"peak_memory_mb": torch.cuda.max_memory_allocated() / 2**20, "peak_memory_kind": "cuda_max_allocated"}
+    return {"peak_memory_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "peak_memory_kind": "process_max_rss"}
