@@ -27,9 +27,12 @@ def _hydra_main():
         from harness.run import run_job
 
         hydra_cfg = HydraConfig.get()
+        run_dir = Path(hydra_cfg.runtime.output_dir)
         try:
-            run_job(cfg, Path(hydra_cfg.runtime.output_dir))
+            run_job(cfg, run_dir)
         except Exception as exc:
+            if run_dir.is_dir() and not any(run_dir.iterdir()):
+                run_dir.rmdir()  # rejected before anything was written: leave no empty directory
             if hydra_cfg.mode == RunMode.MULTIRUN:
                 raise  # the job's record says why; Hydra goes on with the other jobs
             _exit_with_one_line(exc)  # single run: no extra "Error executing job" line from Hydra

@@ -30,8 +30,10 @@ def _omegaconf_line(exc: OmegaConfBaseException) -> str:
     if isinstance(exc, (ConfigKeyError, ConfigAttributeError)) and key:
         parent = getattr(exc, "parent_node", None)
         choices = list(parent.keys()) if parent is not None and hasattr(parent, "keys") else []
-        leaf = key.rsplit(".", 1)[-1]
-        return f"unknown config key '{key}'{did_you_mean(leaf, choices)}; valid keys here: {', '.join(map(str, choices))}"
+        parent_key = key.rsplit(".", 1)[0] + "." if "." in key else ""
+        full_choices = [f"{parent_key}{c}" for c in choices]
+        return (f"unknown config key '{key}'{did_you_mean(key, full_choices)};"
+                f" valid keys here: {', '.join(map(str, choices))}")
     if isinstance(exc, ValidationError) and key:
         return f"bad value for '{key}': {_first_line(getattr(exc, 'msg', exc))}"
     return _first_line(getattr(exc, "msg", None) or exc)

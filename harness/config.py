@@ -8,7 +8,7 @@ tokenizer live in `validate_with_tokenizer()`. Both run before training.
 """
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
@@ -44,7 +44,7 @@ class TaskConfig:
     num_labels: int = MISSING
     train_split: str = "train"
     # tag -> split; with one eval split metric names are bare, with several they get _<tag>
-    eval_splits: Dict[str, str] = field(default_factory=lambda: {"validation": "validation"})
+    eval_splits: Dict[str, str] = MISSING
     metrics: List[str] = MISSING  # computed on every evaluation
     report_metric: str = MISSING  # the task's headline number (also the selection metric)
     max_length: int = 128

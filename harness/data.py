@@ -6,6 +6,7 @@ max_length, fields), so every process of a sweep reuses them. Batches are padded
 """
 
 import hashlib
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Tuple
@@ -57,8 +58,15 @@ def load_split(task_cfg, split: str):
 
 
 def _tokenizer_digest(tokenizer) -> str:
+    """What decides the token ids: vocab, normalizer, pre-tokenizer... not the (mutable) truncation/padding state."""
     backend = getattr(tokenizer, "backend_tokenizer", None)
-    text = backend.to_str() if backend is not None else repr(sorted(tokenizer.get_vocab().items()))
+    if backend is not None:
+        spec = json.loads(backend.to_str())
+        spec.pop("truncation", None)
+        spec.pop("padding", None)
+        text = json.dumps(spec, sort_keys=True)
+    else:
+        text = repr(sorted(tokenizer.get_vocab().items()))
     return hashlib.sha256(f"{type(tokenizer).__name__}|{tokenizer.padding_side}|{text}".encode()).hexdigest()
 
 

@@ -38,19 +38,20 @@ def run_job(cfg, run_dir: Path, overrides=()) -> dict:
     from harness import data as data_mod
     from harness.hub import configure_hub
     from harness.methods import METHODS
-    from harness.results import RunRecord, prepare_run_dir
+    from harness.results import RunRecord, prepare_run_dir, write_text_atomic
 
     run_dir = Path(run_dir)
     hub = configure_hub()
     validate(cfg)
     method_cls = METHODS.get(cfg.method.kind)
     data_source = data_mod.check_available(cfg.task)
+    run_dir.mkdir(parents=True, exist_ok=True)
     note = prepare_run_dir(run_dir)
     if note:
         print(f"[harness] {note}")
 
     resolved = OmegaConf.to_container(cfg, resolve=True)
-    OmegaConf.save(OmegaConf.create(resolved), run_dir / "config.yaml")
+    write_text_atomic(run_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(resolved)))
     record = RunRecord(run_dir, resolved, _labels(cfg, method_cls), _overrides(overrides))
     record.update(report_metric=cfg.task.report_metric)
     print(f"[harness] run {record.data['run_id']} -> {run_dir}")

@@ -1,0 +1,71 @@
+"""Loading from a local mirror, tokenization reuse, and clear errors for missing data."""
+
+import numpy as np
+import pytest
+
+from conftest import compose
+from harness import data
+from harness.errors import HarnessError
+from harness.models import build
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return build(compose("model=tiny_bert")).tokenizer
+
+
+KEEP = {"input_ids", "attention_mask", "token_type_ids"}
+
+
+def test_mirror_loads_and_tokenizes(use_mirror, tokenizer):
+    cfg = compose("model=tiny_bert", "task=mrpc", "task.max_length=16")
+    assert data.check_available(cfg.task)["value"].startswith("mirror:")
+    td = data.prepare(cfg, tokenizer, KEEP)
+    assert len(td.train) == 64 and set(td.train.column_names) == {"input_ids", "attention_mask", "token_type_ids", "labels"}
+    assert max(len(x) for x in td.train["input_ids"]) <= 16
+    es = td.eval_sets["validation"]
+    raw = data.load_split(cfg.task, "validation")
+    assert np.array_equal(es.labels, np.array(raw["label"]))  # labels stay in original order
+    seen = np.concatenate([pos for pos, _ in es.batches()])
+    assert sorted(seen.tolist()) == list(range(len(raw)))  # every example predicted exactly once
+
+
+def test_regression_labels_are_float_and_bool_labels_int(use_mirror, tokenizer):
+    stsb = data.prepare(compose("model=tiny_bert", "task=stsb"), tokenizer, KEEP)
+    assert isinstance(stsb.train[0]["labels"], float)
+    boolq = data.prepare(compose("model=tiny_bert", "task=boolq"), tokenizer, KEEP)
+    assert set(boolq.train["labels"]) == {0, 1}
+
+
+def test_tokenization_is_cached_across_calls(use_mirror, tokenizer):
+    cfg = compose("model=tiny_bert", "task=sst2")
+    first = data.prepare(cfg, tokenizer, KEEP).train
+    second = data.prepare(cfg, tokenizer, KEEP).train
+    assert first._fingerprint == second._fingerprint
+    assert first.cache_files and first.cache_files[0]["filename"] == second.cache_files[0]["filename"]
+    other = data.prepare(compose("model=tiny_bert", "task=sst2", "task.max_length=8"), tokenizer, KEEP).train
+    assert other._fingerprint != first._fingerprint
+
+
+def test_max_train_samples_is_the_same_subset_for_every_seed(use_mirror, tokenizer):
+    a = data.prepare(compose("model=tiny_bert", "task.max_train_samples=10", "train.seed=1"), tokenizer, KEEP).train
+    b = data.prepare(compose("model=tiny_bert", "task.max_train_samples=10", "train.seed=2"), tokenizer, KEEP).train
+    assert len(a) == 10 and a["input_ids"] == b["input_ids"]
+
+
+def test_missing_split_in_mirror(use_mirror):
+    with pytest.raises(HarnessError, match="split 'train' is missing from the local mirror"):
+        data.check_available(compose("task=qnli").task)
+
+
+def test_missing_data_dir(monkeypatch, tmp_path):
+    monkeypatch.setenv("HARNESS_DATA_DIR", str(tmp_path / "nope"))
+    with pytest.raises(HarnessError, match="is not a directory"):
+        data.check_available(compose("task=sst2").task)
+
+
+def test_real_mirror_sizes(real_mirror):
+    cfg = compose("task=sst2")
+    assert len(data.load_split(cfg.task, "validation")) == 872
+    boolq = data.load_split(compose("task=boolq").task, "validation")
+    assert {"question", "passage", "answer"} <= set(boolq.column_names) and len(boolq) == 1000

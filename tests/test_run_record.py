@@ -1,0 +1,99 @@
+"""A tiny run writes a complete, self-describing record; finished runs are never overwritten."""
+
+import json
+
+import pytest
+
+from conftest import run_tiny
+
+RESULT_KEYS = {"schema_version", "status", "error", "run_id", "labels", "seed", "overrides", "started_at",
+               "finished_at", "report_metric", "metrics", "evaluation", "params", "cost", "inferred",
+               "provenance", "config", "data"}
+PARAM_KEYS = {"adapter", "head", "trainable", "base_total", "stored", "nonzero", "adapter_pct_of_base",
+              "trainable_pct_of_base"}
+COST_KEYS = {"train_seconds", "eval_seconds", "wall_seconds", "steps", "step_seconds_median", "tokens_per_second",
+             "train_tokens", "peak_memory_mb", "peak_memory_kind"}
+INFERRED_KEYS = {"hub", "data", "device", "precision", "cpu_threads", "pad_token", "lr", "total_steps", "head"}
+
+
+def _events(run_dir):
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_tiny_run_writes_complete_record(use_mirror, tmp_path):
+    record = run_tiny(tmp_path / "run")
+    on_disk = json.loads((tmp_path / "run/result.json").read_text())
+    assert on_disk == json.loads(json.dumps(record, default=str))
+    assert set(on_disk) == RESULT_KEYS
+    assert on_disk["status"] == "success" and on_disk["error"] is None
+    assert len(on_disk["run_id"]) == 16
+    assert set(on_disk["metrics"]) == {"accuracy"} and 0 <= on_disk["metrics"]["accuracy"] <= 1
+    assert set(on_disk["params"]) == PARAM_KEYS
+    assert set(on_disk["cost"]) == COST_KEYS and on_disk["cost"]["tokens_per_second"] > 0
+    assert INFERRED_KEYS <= set(on_disk["inferred"]) and "target_modules" in on_disk["inferred"]
+    assert on_disk["labels"] == {"task": "sst2", "task_version": "1", "model": "tiny_bert", "model_version": "1",
+                                 "method": "lora", "method_kind": "lora", "method_version": "1"}
+    prov = on_disk["provenance"]
+    assert {"git_sha", "git_dirty", "packages", "device"} <= set(prov) and prov["packages"]["peft"] == "0.21.2"
+    assert (tmp_path / "run/config.yaml").is_file()
+
+    events = _events(tmp_path / "run")
+    train_events = [e for e in events if "train/loss" in e]
+    assert [e["step"] for e in train_events] == [2, 4, 6]
+    assert all({"train/lr", "train/grad_norm", "train/objective"} <= set(e) for e in train_events)
+    assert [e["step"] for e in events if "eval/accuracy" in e] == [3, 6]
+
+
+def test_split_val_decoder_fullft_record(use_mirror, tmp_path):
+    record = run_tiny(tmp_path / "run", "model=tiny_llama", "method=fullft", "eval=split_val")
+    ev = record["evaluation"]
+    assert ev["protocol"] == "split_val" and ev["reported_step"] in (3, 6)
+    assert ev["part_sizes"] == {"validation": {"select": 20, "report": 20}}
+    events = _events(tmp_path / "run")
+    assert any("eval/select/accuracy" in e and "eval/report/accuracy" in e for e in events)
+    # the reported number is the report half at the step the select half chose
+    chosen = next(e for e in events if e["step"] == ev["reported_step"] and "eval/report/accuracy" in e)
+    assert record["metrics"]["accuracy"] == chosen["eval/report/accuracy"]
+
+
+def test_regression_and_two_split_tasks(use_mirror, tmp_path):
+    stsb = run_tiny(tmp_path / "stsb", "task=stsb")
+    assert set(stsb["metrics"]) == {"pearson", "spearman"}
+    mnli = run_tiny(tmp_path / "mnli", "task=mnli")
+    assert set(mnli["metrics"]) == {"accuracy_m", "accuracy_mm"}
+    assert mnli["data"]["eval_examples"] == {"m": 40, "mm": 20}
+
+
+def test_successful_run_is_never_overwritten(use_mirror, tmp_path):
+    from harness.errors import HarnessError
+    run_tiny(tmp_path / "run")
+    before = {p.name: p.read_bytes() for p in (tmp_path / "run").iterdir() if p.is_file()}
+    with pytest.raises(HarnessError, match="already holds a successful run"):
+        run_tiny(tmp_path / "run")
+    after = {p.name: p.read_bytes() for p in (tmp_path / "run").iterdir() if p.is_file()}
+    assert before == after
+
+
+def test_failed_run_is_recorded_and_kept_aside_on_retry(use_mirror, tmp_path, monkeypatch):
+    from harness import train
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("injected failure")
+
+    monkeypatch.setattr(train, "train", boom)
+    with pytest.raises(RuntimeError):
+        run_tiny(tmp_path / "run")
+    failed = json.loads((tmp_path / "run/result.json").read_text())
+    assert failed["status"] == "failed" and failed["error"]["message"] == "injected failure"
+    monkeypatch.undo()
+    monkeypatch.setenv("HARNESS_DATA_DIR", str(use_mirror))
+    assert run_tiny(tmp_path / "run")["status"] == "success"
+    assert json.loads((tmp_path / "run/attempt-1/result.json").read_text())["status"] == "failed"
+
+
+def test_diverged_run_is_recorded(use_mirror, tmp_path):
+    from harness.train import Diverged
+    with pytest.raises(Diverged):
+        run_tiny(tmp_path / "run", "method.lr=1e30", "train.max_grad_norm=null", "method.r=64")
+    record = json.loads((tmp_path / "run/result.json").read_text())
+    assert record["status"] == "failed" and record["error"]["reason"] == "diverged"
