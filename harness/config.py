@@ -226,3 +226,18 @@ def validate_with_tokenizer(cfg: DictConfig, tokenizer, method) -> None:
              f"task.max_length={cfg.task.max_length} is below what this run needs ({need}:"
              f" {special} special tokens + {len(cfg.task.text_fields)} text field(s); method '{cfg.method.label}'"
              f" needs {need_method})")
+
+
+def compose(*overrides, config_dir=None) -> DictConfig:
+    """The config `python -m harness <overrides>` would run (for scripts, notebooks and tests)."""
+    from pathlib import Path
+
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    register_configs()
+    GlobalHydra.instance().clear()
+    conf = config_dir or Path(__file__).resolve().parent.parent / "conf"
+    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+        return hydra_compose(config_name="config", overrides=list(overrides))

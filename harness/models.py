@@ -87,6 +87,8 @@ def _build_model(mcfg, task_cfg, seed: int):
 def build(cfg) -> BuiltModel:
     mcfg = cfg.model
     logging.getLogger("transformers.modeling_utils").setLevel(logging.ERROR)  # we report new weights ourselves
+    # transformers 4.57 warns "layers were not sharded" on every load without tensor parallelism
+    logging.getLogger("transformers.integrations.tensor_parallel").setLevel(logging.ERROR)
     tokenizer = _load_tokenizer(mcfg.tokenizer or mcfg.pretrained, mcfg.revision)
     pad = _ensure_pad_token(tokenizer, mcfg.arch)
     tokenizer.deprecation_warnings["Asking-to-pad-a-fast-tokenizer"] = True  # silence a per-batch warning

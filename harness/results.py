@@ -103,6 +103,7 @@ class RunRecord:
             "cost": {},
             "inferred": {},
             "provenance": {},
+            "data": {},
             "config": resolved,
         }
 

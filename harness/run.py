@@ -60,9 +60,9 @@ def run_job(cfg, run_dir: Path, overrides=()) -> dict:
         from harness.tracking import make_tracker
         tracker = make_tracker(cfg, run_dir, _run_name(cfg), resolved)
         _execute(cfg, record, tracker, method_cls, data_source, hub)
-        record.finish("success")
         tracker.summary({**{f"final/{k}": v for k, v in record.data["metrics"].items()},
                          **{f"params/{k}": v for k, v in record.data["params"].items()}})
+        record.finish("success")
         print(f"[harness] success: {record.data['metrics']} -> {record.path}")
         return record.data
     except BaseException as exc:
@@ -83,13 +83,29 @@ def _overrides(explicit):
         return []
 
 
+def apply_method(cfg, built, total: int, device: str):
+    """The configured method applied to a built model under the head policy (checked)."""
+    from harness import models, params
+    from harness.methods import METHODS
+    from harness.methods.base import ApplyContext
+
+    head_train, head_frozen = models.head_policy(built, cfg.train.head)
+    method = METHODS.get(cfg.method.kind)(cfg.method)
+    ctx = ApplyContext(model_type=built.model.config.model_type, arch=cfg.model.arch, head_train=head_train,
+                       head_frozen=head_frozen, total_steps=total, seed=cfg.train.seed)
+    model = method.apply(built.model, ctx).to(device)
+    wrong = params.head_trainability(model, head_train, head_frozen)
+    if wrong:
+        raise HarnessError(f"method '{cfg.method.kind}' broke the head policy: {wrong[0]}")
+    return model, method, (head_train, head_frozen)
+
+
 def _execute(cfg, record, tracker, method_cls, data_source, hub):
     import inspect
 
     from harness import data as data_mod
     from harness import models, params, provenance, train
     from harness.evaluation import PROTOCOLS, Evaluator
-    from harness.methods.base import ApplyContext
     from harness.runtime import setup_runtime
 
     runtime = setup_runtime(cfg.train)
@@ -100,15 +116,7 @@ def _execute(cfg, record, tracker, method_cls, data_source, hub):
     task_data = data_mod.prepare(cfg, built.tokenizer, model_inputs)
     total = train.count_total_steps(cfg.train, len(task_data.train))
     lr = effective_lr(cfg)
-    head_train, head_frozen = models.head_policy(built, cfg.train.head)
-
-    method = method_cls(cfg.method)
-    ctx = ApplyContext(model_type=built.model.config.model_type, arch=cfg.model.arch, head_train=head_train,
-                       head_frozen=head_frozen, total_steps=total, seed=cfg.train.seed)
-    model = method.apply(built.model, ctx).to(runtime.device)
-    wrong = params.head_trainability(model, head_train, head_frozen)
-    if wrong:
-        raise HarnessError(f"method '{cfg.method.kind}' broke the head policy: {wrong[0]}")
+    model, method, (head_train, head_frozen) = apply_method(cfg, built, total, runtime.device)
 
     inferred.update(built.inferred)
     inferred.update({

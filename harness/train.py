@@ -145,7 +145,8 @@ def train(model, method, loader, evaluator, tracker, runtime, tcfg, total: int, 
             scores = evaluator.evaluate(model, step)
             ranks = method.rank_snapshot(model)
             tracker.log(step, {**scores, **{f"rank/{k}": v for k, v in ranks.items()}})
-            bar.write(f"step {step}: " + ", ".join(f"{k}={v:.4f}" for k, v in scores.items()))
+            if scores:
+                bar.write(f"step {step}: " + ", ".join(f"{k}={v:.4f}" for k, v in scores.items()))
     bar.close()
     return LoopResult(steps=total, train_seconds=sum(durations),
                       step_seconds_median=statistics.median(window_means), train_tokens=tokens,

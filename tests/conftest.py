@@ -87,16 +87,8 @@ def real_mirror(monkeypatch) -> Path:
 
 def compose(*overrides):
     """The composed config, as `python -m harness <overrides>` would see it."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    from harness.config import register_configs
-
-    register_configs()
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return hydra_compose(config_name="config", overrides=list(overrides))
+    from harness.config import compose as harness_compose
+    return harness_compose(*overrides, config_dir=CONF)
 
 
 TINY = ("model=tiny_bert", "logger=none", "train.progress=false", "train.max_steps=6", "train.eval_every=3",

@@ -97,3 +97,12 @@ def test_diverged_run_is_recorded(use_mirror, tmp_path):
         run_tiny(tmp_path / "run", "method.lr=1e30", "train.max_grad_norm=null", "method.r=64")
     record = json.loads((tmp_path / "run/result.json").read_text())
     assert record["status"] == "failed" and record["error"]["reason"] == "diverged"
+
+
+def test_wandb_offline_sink_runs_without_account(use_mirror, tmp_path, monkeypatch):
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    record = run_tiny(tmp_path / "run", "logger=wandb")
+    assert record["status"] == "success"
+    offline_runs = list((tmp_path / "run/wandb").glob("offline-run-*"))
+    assert len(offline_runs) == 1 and list(offline_runs[0].glob("run-*.wandb"))
