@@ -19,14 +19,10 @@ import torch
 
 from harness import models, train
 from harness.config import compose, effective_lr
+from harness.evaluation import NoEvaluation
 from harness.run import apply_method
 from harness.runtime import setup_runtime
 from harness.tracking import JsonlSink, Tracker
-
-
-class _NoEval:
-    def evaluate(self, model, step):
-        return {}
 
 
 def _sync(device: str) -> None:
@@ -57,7 +53,7 @@ def time_harness(cfg, batch, steps: int) -> dict:
         tracker = Tracker([JsonlSink(Path(tmp) / "metrics.jsonl")])
         _sync(runtime.device)
         start = time.perf_counter()
-        train.train(model, method, [batch] * steps, _NoEval(), tracker, runtime, cfg.train, steps,
+        train.train(model, method, [batch] * steps, NoEvaluation(), tracker, runtime, cfg.train, steps,
                     effective_lr(cfg), regression=cfg.task.label_type == "regression")
         _sync(runtime.device)
         seconds = time.perf_counter() - start

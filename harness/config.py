@@ -77,6 +77,7 @@ class TrainConfig:
     num_threads: Optional[int] = None  # torch CPU threads; None = torch's default
     deterministic: bool = True
     progress: bool = True
+    save_artifact: bool = False  # keep the trained adapter/weights in <run_dir>/artifact
 
 
 @dataclass

@@ -104,6 +104,9 @@ class RunRecord:
             "inferred": {},
             "provenance": {},
             "data": {},
+            "ranks": {},
+            "method_report": {},
+            "flags": [],
             "config": resolved,
         }
 

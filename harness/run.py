@@ -59,7 +59,7 @@ def run_job(cfg, run_dir: Path, overrides=()) -> dict:
     try:
         from harness.tracking import make_tracker
         tracker = make_tracker(cfg, run_dir, _run_name(cfg), resolved)
-        _execute(cfg, record, tracker, method_cls, data_source, hub)
+        _execute(cfg, record, tracker, method_cls, data_source, hub, run_dir)
         tracker.summary({**{f"final/{k}": v for k, v in record.data["metrics"].items()},
                          **{f"params/{k}": v for k, v in record.data["params"].items()}})
         record.finish("success")
@@ -100,7 +100,7 @@ def apply_method(cfg, built, total: int, device: str):
     return model, method, (head_train, head_frozen)
 
 
-def _execute(cfg, record, tracker, method_cls, data_source, hub):
+def _execute(cfg, record, tracker, method_cls, data_source, hub, run_dir):
     import inspect
 
     from harness import data as data_mod
@@ -143,6 +143,7 @@ def _execute(cfg, record, tracker, method_cls, data_source, hub):
     result = train.train(model, method, loader, evaluator, tracker, runtime, cfg.train, total, lr,
                          regression=cfg.task.label_type == "regression")
     reported, evaluation = evaluator.result()
+    _finish_method(cfg, record, method, model, run_dir, result)
     record.update(metrics=reported, evaluation=evaluation, cost={
         "train_seconds": result.train_seconds,
         "eval_seconds": evaluator.seconds,
@@ -153,3 +154,43 @@ def _execute(cfg, record, tracker, method_cls, data_source, hub):
         "train_tokens": result.train_tokens,
         **train.peak_memory(runtime),
     })
+
+
+def _finish_method(cfg, record, method, model, run_dir: Path, result) -> None:
+    """After training: save the artifact (its size is `stored`), the method's own end hook, ranks."""
+    import tempfile
+
+    from safetensors import safe_open
+
+    def saved_params(directory: Path) -> int:
+        total = 0
+        for f in directory.rglob("*.safetensors"):
+            with safe_open(str(f), framework="pt") as fh:
+                total += sum(_numel(fh.get_slice(k).get_shape()) for k in fh.keys())
+        return total
+
+    if cfg.train.save_artifact:
+        artifact = run_dir / "artifact"
+        artifact.mkdir(exist_ok=True)
+        method.save(model, artifact)
+        stored = saved_params(artifact)
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            method.save(model, Path(tmp))
+            stored = saved_params(Path(tmp))
+    report = dict(method.on_train_end(model, run_dir))
+    flags = list(report.pop("flags", []))
+    counts = dict(record.data["params"], stored=stored)
+    counts.update(method.param_report(model))
+    record.update(params=counts, method_report=report, flags=flags)
+    if result.rank_history:
+        record.update(ranks={"initial_total": result.rank_history[0]["total"],
+                             "final_total": result.rank_history[-1]["total"],
+                             "final": result.final_ranks, "history": result.rank_history})
+
+
+def _numel(shape) -> int:
+    n = 1
+    for d in shape:
+        n *= int(d)
+    return n

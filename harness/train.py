@@ -27,6 +27,8 @@ class LoopResult:
     step_seconds_median: float
     train_tokens: int
     step_durations: List[float] = field(default_factory=list)  # per step, CPU-exact (benchmarks)
+    rank_history: List[dict] = field(default_factory=list)  # [{"step", "total"}]
+    final_ranks: dict = field(default_factory=dict)
 
 
 def count_total_steps(tcfg, n_train: int) -> int:
@@ -97,7 +99,19 @@ def train(model, method, loader, evaluator, tracker, runtime, tcfg, total: int, 
     if cuda:
         torch.cuda.reset_peak_memory_stats()
 
-    durations, window_means = [], []
+    durations, window_means, rank_history = [], [], []
+
+    def log_ranks(step: int) -> dict:
+        ranks = method.rank_snapshot(model)
+        if ranks:
+            total = int(sum(ranks.values()))
+            budget = method.rank_budget(model, step)
+            extra = {"rank/total": total, **({} if budget is None else {"rank/budget": budget})}
+            tracker.log(step, {**{f"rank/{k}": v for k, v in ranks.items()}, **extra})
+            rank_history.append({"step": step, "total": total, **({} if budget is None else {"budget": budget})})
+        return ranks
+
+    log_ranks(0)
     window_loss = window_objective = 0.0
     window_steps, window_seconds, tokens = 0, 0.0, 0
     epoch = 0
@@ -140,17 +154,19 @@ def train(model, method, loader, evaluator, tracker, runtime, tcfg, total: int, 
             window_loss = window_objective = 0.0
             window_steps, window_seconds = 0, 0.0
         bar.update(1)
+        if method.rank_interval and step % method.rank_interval == 0:
+            log_ranks(step)
 
         if step % tcfg.eval_every == 0 or step == total:
             scores = evaluator.evaluate(model, step)
-            ranks = method.rank_snapshot(model)
-            tracker.log(step, {**scores, **{f"rank/{k}": v for k, v in ranks.items()}})
+            tracker.log(step, scores)
             if scores:
                 bar.write(f"step {step}: " + ", ".join(f"{k}={v:.4f}" for k, v in scores.items()))
     bar.close()
+    final_ranks = log_ranks(total) if not rank_history or rank_history[-1]["step"] != total else method.rank_snapshot(model)
     return LoopResult(steps=total, train_seconds=sum(durations),
                       step_seconds_median=statistics.median(window_means), train_tokens=tokens,
-                      step_durations=durations)
+                      step_durations=durations, rank_history=rank_history, final_ranks=final_ranks)
 
 
 def peak_memory(runtime) -> dict:

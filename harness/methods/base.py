@@ -34,6 +34,7 @@ class Method:
     kind: str = ""
     version: str = "1"  # bump when the implementation changes results; recorded in every run
     config_class = MethodConfig
+    rank_interval: Optional[int] = None  # also log rank/<module> every N steps (None: at evaluations only)
 
     def __init__(self, cfg):
         self.cfg = cfg
@@ -62,9 +63,40 @@ class Method:
         """Per-module rank now ({} for methods without a rank)."""
         return {}
 
+    def rank_budget(self, model, step: int) -> Optional[int]:
+        """Total rank budget the method's schedule allows at this step (None: no schedule)."""
+        return None
+
     def param_report(self, model) -> Dict[str, int]:
-        """Method-specific counts to add to the shared report (stored, nonzero); {} = defaults."""
+        """Method-specific counts to add to the shared report (e.g. logical `nonzero`); {} = defaults."""
         return {}
+
+    def on_train_end(self, model, run_dir) -> Dict[str, Any]:
+        """After the last step: export what later stages need; return facts for the record
+        (a 'flags' list there is lifted into the record's flags)."""
+        return {}
+
+    # -- the artifact: what a user keeps after training ----------------------------------------
+    def save(self, model, directory) -> None:
+        """Default: every trainable tensor, by name, in trainable.safetensors."""
+        from pathlib import Path
+
+        from safetensors.torch import save_file
+        state = {n: p.detach().contiguous().cpu() for n, p in model.named_parameters() if p.requires_grad}
+        save_file(state, str(Path(directory) / "trainable.safetensors"))
+
+    def load(self, base_model, directory, ctx: ApplyContext):
+        """Rebuild the trained model from a fresh base model and a saved artifact."""
+        from pathlib import Path
+
+        from safetensors.torch import load_file
+        model = self.apply(base_model, ctx)
+        state = load_file(str(Path(directory) / "trainable.safetensors"))
+        missing = set(state) - {n for n, _ in model.named_parameters()}
+        if missing:
+            raise ValueError(f"saved tensors not in the model: {sorted(missing)[:3]}")
+        model.load_state_dict(state, strict=False)
+        return model
 
 
 def trainable_names(model) -> List[str]:

@@ -6,8 +6,11 @@ on BERT, RoBERTa, DeBERTa and Llama/Qwen:
               pooler or the classification head (peft's "all-linear" catches the BERT pooler)
   attention   the attention projections of every block (q, k, v, output)
   mlp         the MLP linears of every block
-  qv          query and value projections only (peft's default for BERT/RoBERTa/Llama)
-Anything else is a regular expression that must fully match module names.
+  mlp_down    the MLP's down projection (in_features > out_features: BERT output.dense, Llama down_proj)
+  qv          query and value projections (peft's default for BERT/RoBERTa/Llama)
+  kv          key and value projections
+Presets combine with '+', e.g. "kv+mlp_down" (IA3's classic targets). Anything else is a regular
+expression that must fully match module names.
 """
 
 import re
@@ -18,32 +21,49 @@ from harness.errors import HarnessError
 _BLOCK = re.compile(r"(^|\.)(layer|layers|h|block|blocks)\.\d+\.")
 _ATTENTION = re.compile(r"(^|\.)(attention|attn|self_attn|self_attention)\.")
 _QV = re.compile(r"(^|\.)(query|value|q_proj|v_proj|query_proj|value_proj|q|v)$")
+_KV = re.compile(r"(^|\.)(key|value|k_proj|v_proj|key_proj|value_proj|k|v)$")
 
-PRESETS = ("all_linear", "attention", "mlp", "qv")
+PRESETS = ("all_linear", "attention", "mlp", "mlp_down", "qv", "kv")
 
 
-def _block_linears(model) -> List[str]:
+def _block_linears(model) -> dict:
     import torch.nn as nn
-    return [n for n, m in model.named_modules() if isinstance(m, nn.Linear) and _BLOCK.search(n)]
+    return {n: m for n, m in model.named_modules() if isinstance(m, nn.Linear) and _BLOCK.search(n)}
+
+
+def _preset(model, name: str) -> List[str]:
+    linears = _block_linears(model)
+    attention = [n for n in linears if _ATTENTION.search(n)]
+    mlp = [n for n in linears if not _ATTENTION.search(n)]
+    return {
+        "all_linear": list(linears),
+        "attention": attention,
+        "mlp": mlp,
+        "mlp_down": [n for n in mlp if linears[n].in_features > linears[n].out_features],
+        "qv": [n for n in attention if _QV.search(n)],
+        "kv": [n for n in attention if _KV.search(n)],
+    }[name]
 
 
 def resolve_targets(model, spec: str) -> List[str]:
-    """Module names selected by a preset or a regex; error if none match."""
-    if spec in PRESETS:
-        names = _block_linears(model)
-        if spec == "attention":
-            names = [n for n in names if _ATTENTION.search(n)]
-        elif spec == "mlp":
-            names = [n for n in names if not _ATTENTION.search(n)]
-        elif spec == "qv":
-            names = [n for n in names if _ATTENTION.search(n) and _QV.search(n)]
+    """Module names selected by preset(s) or a regex, in model order; error if none match."""
+    parts = spec.split("+")
+    if all(p in PRESETS for p in parts):
+        chosen = set().union(*(_preset(model, p) for p in parts))
+        names = [n for n, _ in model.named_modules() if n in chosen]
     else:
         try:
             pattern = re.compile(spec)
         except re.error as e:
-            raise HarnessError(f"target_modules '{spec}' is neither a preset {PRESETS} nor a valid regex ({e})")
+            raise HarnessError(f"target_modules '{spec}' is neither presets {PRESETS} nor a valid regex ({e})")
         import torch.nn as nn
         names = [n for n, m in model.named_modules() if isinstance(m, nn.Linear) and pattern.fullmatch(n)]
     if not names:
         raise HarnessError(f"target_modules '{spec}' matches no linear module of this model")
     return names
+
+
+def mlp_down(model, names: List[str]) -> List[str]:
+    """Those of `names` that are MLP down projections (IA3 scales their input, not output)."""
+    down = set(_preset(model, "mlp_down"))
+    return [n for n in names if n in down]

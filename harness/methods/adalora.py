@@ -1,0 +1,105 @@
+"""AdaLoRA through peft (get_peft_model), driven by the loop's optimizer-step hook.
+
+- `update_and_allocate(step)` runs in `on_optimizer_step`, i.e. after optimizer.step() and before
+  zero_grad() (it needs the gradients), with the optimizer-step count 1..total_steps (never
+  micro-batches), so the final masking at step total - tfinal is always reached.
+- `total_step` is the run's real number of optimizer steps (ApplyContext.total_steps), never typed.
+- Live ranks come from peft_config[...].rank_pattern (None until the first masking step), not from
+  `ranknum`, which never changes. A run whose ranks never moved is flagged.
+- peft returns CE + orth_reg_weight * regulariser as the loss; the loop logs the task loss apart.
+"""
+
+import re
+from dataclasses import dataclass
+
+from harness.errors import HarnessError
+from harness.methods import register
+from harness.methods.base import ApplyContext, MethodConfig
+from harness.methods.peft_base import PeftMethod
+
+_E_SUFFIX = re.compile(r"\.lora_E(\.default)?$")
+
+
+@dataclass
+class AdaLoraMethodConfig(MethodConfig):
+    init_r: int = 12
+    target_r: int = 8  # average final rank per module
+    alpha: float = 16.0
+    dropout: float = 0.0
+    tinit: int = 0  # steps at full budget before pruning starts
+    tfinal: int = 0  # steps at the final budget at the end
+    deltaT: int = 1  # steps between budget reallocations
+    beta1: float = 0.85
+    beta2: float = 0.85
+    orth_reg_weight: float = 0.5
+    target_modules: str = "all_linear"
+
+
+def check_schedule(mcfg, total: int) -> None:
+    if mcfg.tinit >= total - mcfg.tfinal:
+        raise HarnessError(f"AdaLoRA schedule leaves no budgeting phase: tinit={mcfg.tinit} >= total steps"
+                           f" {total} - tfinal={mcfg.tfinal}")
+
+
+@register
+class AdaLora(PeftMethod):
+    kind = "adalora"
+    config_class = AdaLoraMethodConfig
+
+    @classmethod
+    def validate_config(cls, mcfg, cfg) -> None:
+        if mcfg.init_r < 1 or mcfg.target_r < 1:
+            raise HarnessError(f"method.init_r and method.target_r must be >= 1 (got {mcfg.init_r}, {mcfg.target_r})")
+        if mcfg.target_r > mcfg.init_r:
+            raise HarnessError(f"method.target_r={mcfg.target_r} exceeds method.init_r={mcfg.init_r}")
+        if mcfg.tinit < 0 or mcfg.tfinal < 0 or mcfg.deltaT < 1:
+            raise HarnessError("method.tinit and method.tfinal must be >= 0 and method.deltaT >= 1")
+        if mcfg.orth_reg_weight < 0:
+            raise HarnessError(f"method.orth_reg_weight must be >= 0 (got {mcfg.orth_reg_weight})")
+        if cfg.train.max_steps is not None:
+            check_schedule(mcfg, cfg.train.max_steps)
+
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        self.rank_interval = cfg.deltaT
+
+    def describe(self, model, targets) -> dict:
+        c = self.cfg
+        return {"lora_scale": c.alpha / c.init_r, "initial_budget": c.init_r * len(targets),
+                "final_budget": c.target_r * len(targets)}
+
+    def peft_config(self, targets, ctx: ApplyContext):
+        from peft import AdaLoraConfig
+        c = self.cfg
+        check_schedule(c, ctx.total_steps)
+        self.inferred["total_step"] = ctx.total_steps
+        return AdaLoraConfig(init_r=c.init_r, target_r=c.target_r, lora_alpha=c.alpha, lora_dropout=c.dropout,
+                             tinit=c.tinit, tfinal=c.tfinal, deltaT=c.deltaT, beta1=c.beta1, beta2=c.beta2,
+                             orth_reg_weight=c.orth_reg_weight, total_step=ctx.total_steps,
+                             target_modules=targets, **self.head_kwargs(ctx))
+
+    def on_optimizer_step(self, step: int, model) -> None:
+        model.base_model.update_and_allocate(step)
+
+    def rank_snapshot(self, model):
+        pattern = model.peft_config["default"].rank_pattern
+        if pattern is None:  # before the first masking step every module is at init_r
+            return {name: self.cfg.init_r for name in self.inferred.get("target_modules", [])}
+        return {_E_SUFFIX.sub("", k): int(sum(bool(x) for x in mask)) for k, mask in pattern.items()}
+
+    def rank_budget(self, model, step: int):
+        return int(model.base_model.rankallocator.budget_schedule(step)[0])
+
+    def param_report(self, model):
+        """Logically non-zero adapter parameters: r_final x (in + out + 1) per module."""
+        ranks = self.rank_snapshot(model)
+        modules = dict(model.base_model.model.named_modules())
+        nonzero = sum(r * (modules[name].in_features + modules[name].out_features + 1)
+                      for name, r in ranks.items())
+        return {"nonzero": nonzero}
+
+    def on_train_end(self, model, run_dir):
+        ranks = self.rank_snapshot(model)
+        moved = any(r != self.cfg.init_r for r in ranks.values())
+        return {"final_total_rank": sum(ranks.values()), "ranks_moved": moved,
+                **({} if moved else {"flags": ["ranks_never_moved"]})}

@@ -1,0 +1,25 @@
+"""BitFit: only the bias terms of the backbone train (the head follows the shared head policy)."""
+
+from harness.errors import HarnessError
+from harness.methods import register
+from harness.methods.base import ApplyContext, Method
+from harness.params import is_head
+
+
+@register
+class BitFit(Method):
+    kind = "bitfit"
+
+    def apply(self, model, ctx: ApplyContext):
+        head = ctx.head_train + ctx.head_frozen
+        model.requires_grad_(False)
+        biases = [n for n, p in model.named_parameters() if n.endswith(".bias") and not is_head(n, head)]
+        if not biases:
+            raise HarnessError("bitfit: this model has no bias terms outside the head (e.g. Llama)")
+        params = dict(model.named_parameters())
+        for n in biases:
+            params[n].requires_grad_(True)
+        for name in ctx.head_train:
+            model.get_submodule(name).requires_grad_(True)
+        self.inferred["n_bias_tensors"] = len(biases)
+        return model
