@@ -189,10 +189,9 @@ def validate(cfg: DictConfig) -> None:
              f"logger.mode must be offline, online or disabled (got '{cfg.logger.mode}')")
 
     method = METHODS.get(cfg.method.kind)
-    lr = effective_lr(cfg)
-    _require(lr > 0 and math.isfinite(lr), f"learning rate must be > 0 (got {lr}:"
-             f" method.lr={cfg.method.lr}, train.base_lr={t.base_lr} x method.lr_multiplier={cfg.method.lr_multiplier})")
     method.validate_config(cfg.method, cfg)
+    lr, why = _lr_and_source(cfg)
+    _require(lr > 0 and math.isfinite(lr), f"learning rate must be > 0 (got {lr}: {why})")
 
 
 def metric_names(task) -> List[str]:
@@ -203,17 +202,25 @@ def metric_names(task) -> List[str]:
     return [f"{m}_{tag}" for tag in tags for m in task.metrics]
 
 
-def effective_lr(cfg: DictConfig) -> float:
-    """Absolute `method.lr` if set, else `train.base_lr * method.lr_multiplier`."""
+def _lr_and_source(cfg: DictConfig):
+    """Absolute `method.lr` if set, else `train.base_lr * method.lr_multiplier`; a method may
+    derive its LR otherwise (LoRI-S: a multiple of its LoRI-D run's LR)."""
+    from harness.methods import METHODS
+
     if cfg.method.lr is not None:
-        return float(cfg.method.lr)
-    return float(cfg.train.base_lr) * float(cfg.method.lr_multiplier)
+        lr, why = float(cfg.method.lr), f"absolute (method.lr={cfg.method.lr}; method.lr_multiplier ignored)"
+    else:
+        lr = float(cfg.train.base_lr) * float(cfg.method.lr_multiplier)
+        why = f"relative: train.base_lr={cfg.train.base_lr} x method.lr_multiplier={cfg.method.lr_multiplier}"
+    return METHODS.get(cfg.method.kind).resolve_lr(cfg.method, lr, why)
+
+
+def effective_lr(cfg: DictConfig) -> float:
+    return _lr_and_source(cfg)[0]
 
 
 def lr_source(cfg: DictConfig) -> str:
-    if cfg.method.lr is not None:
-        return f"absolute (method.lr={cfg.method.lr}; method.lr_multiplier ignored)"
-    return f"relative: train.base_lr={cfg.train.base_lr} x method.lr_multiplier={cfg.method.lr_multiplier}"
+    return _lr_and_source(cfg)[1]
 
 
 def validate_with_tokenizer(cfg: DictConfig, tokenizer, method) -> None:

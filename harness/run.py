@@ -143,7 +143,7 @@ def _execute(cfg, record, tracker, method_cls, data_source, hub, run_dir):
     result = train.train(model, method, loader, evaluator, tracker, runtime, cfg.train, total, lr,
                          regression=cfg.task.label_type == "regression")
     reported, evaluation = evaluator.result()
-    _finish_method(cfg, record, method, model, run_dir, result)
+    _finish_method(cfg, record, method, model, run_dir, result, built.classifier + built.pooler, built.base_total)
     record.update(metrics=reported, evaluation=evaluation, cost={
         "train_seconds": result.train_seconds,
         "eval_seconds": evaluator.seconds,
@@ -156,11 +156,14 @@ def _execute(cfg, record, tracker, method_cls, data_source, hub, run_dir):
     })
 
 
-def _finish_method(cfg, record, method, model, run_dir: Path, result) -> None:
-    """After training: save the artifact (its size is `stored`), the method's own end hook, ranks."""
+def _finish_method(cfg, record, method, model, run_dir: Path, result, head_modules, base_total) -> None:
+    """After training: recount params (nonzero changes), save the artifact (its size is `stored`),
+    run the method's end hook, record ranks."""
     import tempfile
 
     from safetensors import safe_open
+
+    from harness import params
 
     def saved_params(directory: Path) -> int:
         total = 0
@@ -180,8 +183,8 @@ def _finish_method(cfg, record, method, model, run_dir: Path, result) -> None:
             stored = saved_params(Path(tmp))
     report = dict(method.on_train_end(model, run_dir))
     flags = list(report.pop("flags", []))
-    counts = dict(record.data["params"], stored=stored)
-    counts.update(method.param_report(model))
+    counts = params.param_report(model, head_modules, base_total, method)
+    counts["stored"] = stored
     record.update(params=counts, method_report=report, flags=flags)
     if result.rank_history:
         record.update(ranks={"initial_total": result.rank_history[0]["total"],

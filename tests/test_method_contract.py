@@ -24,11 +24,37 @@ STEPS = 12
 
 
 def test_every_method_yaml_is_covered():
-    assert len(METHOD_YAMLS) == 7
+    assert len(METHOD_YAMLS) == 9
+
+
+_LORI_D_RUNS = {}
+
+
+def _lori_d_run(model):
+    """lori_s depends on a finished lori_d run: make one (once per model) on a synthetic mirror."""
+    if model not in _LORI_D_RUNS:
+        import os
+        import tempfile
+
+        from conftest import build_mirror, run_tiny
+        root = Path(tempfile.mkdtemp())
+        old = os.environ.get("HARNESS_DATA_DIR")
+        os.environ["HARNESS_DATA_DIR"] = str(build_mirror(root / "mirror"))
+        try:
+            run_tiny(root / "d", f"model={model}", "method=lori_d", "train.max_steps=4", "train.eval_every=4",
+                     *NO_DROPOUT.get(model, []))
+        finally:
+            if old is None:
+                os.environ.pop("HARNESS_DATA_DIR")
+            else:
+                os.environ["HARNESS_DATA_DIR"] = old
+        _LORI_D_RUNS[model] = root / "d"
+    return _LORI_D_RUNS[model]
 
 
 def _cfg(name, model="tiny_bert"):
-    return compose(f"model={model}", f"method={name}", "logger=none", "train.progress=false",
+    extra = [f"method.source_run={_lori_d_run(model)}", "method.lr_ratio=1"] if name == "lori_s" else []
+    return compose(*extra, f"model={model}", f"method={name}", "logger=none", "train.progress=false",
                    f"train.max_steps={STEPS}", "train.base_lr=1e-3", "train.log_every=1", *SHORT.get(name, []),
                    *NO_DROPOUT.get(model, []))
 
@@ -39,10 +65,6 @@ def _batch(tokenizer, arch):
     if arch == "decoder":
         enc.pop("token_type_ids", None)
     return {**enc, "labels": torch.tensor([1, 0, 1, 0])}
-
-
-def _losses(jsonl_sink):
-    return [v for v in jsonl_sink if v]
 
 
 class _Recorder:
@@ -123,17 +145,18 @@ def test_save_and_reload_reproduce_logits(trained, tmp_path):
     assert torch.allclose(got, expected, atol=1e-5), f"{name}: reloaded logits differ"
 
 
-def _closed_form(cfg, base, targets) -> int:
-    m = cfg.method
+def _closed_form(kind, m, base, targets) -> int:
+    """Adapter parameters from module shapes alone (REFERENCE §2), never from the library."""
     mods = dict(base.named_modules())
     dims = [(mods[t].in_features, mods[t].out_features) for t in targets]
-    kind = m.kind
     if kind == "lora":
-        return sum(m.r * (i + o) + (o if m.use_dora else 0) for i, o in dims)
+        return sum(m.r * (i + o) + (o if m.use_dora else 0) for i, o in dims)  # DoRA: + magnitude
     if kind == "adalora":
         return sum(m.init_r * (i + o) + m.init_r for i, o in dims)
     if kind == "vera":
         return sum(m.r + o for i, o in dims)
+    if kind in ("lori_d", "lori_s"):
+        return sum(m.r * o for i, o in dims)  # B only: A is frozen
     raise KeyError(kind)
 
 
@@ -143,8 +166,9 @@ def test_param_report_equals_closed_form(trained):
     report = params.param_report(model, built.classifier + built.pooler, built.base_total, method)
     head_params = sum(p.numel() for n, p in fresh.model.named_parameters() if params.is_head(n, built.classifier))
     kind = cfg.method.kind
-    if kind in ("lora", "adalora", "vera"):
-        expected = _closed_form(cfg, fresh.model, resolve_targets(fresh.model, cfg.method.target_modules))
+    if kind in ("lora", "adalora", "vera", "lori_d", "lori_s"):
+        knobs = method.cfg  # lori_s takes r and targets from its lori_d run
+        expected = _closed_form(kind, knobs, fresh.model, resolve_targets(fresh.model, knobs.target_modules))
     elif kind == "ia3":
         targets = resolve_targets(fresh.model, cfg.method.target_modules)
         mods = dict(fresh.model.named_modules())
@@ -164,7 +188,7 @@ def test_param_report_equals_closed_form(trained):
 
 
 def test_methods_on_a_decoder():
-    for name in ("lora", "dora", "adalora", "vera", "ia3", "fullft"):
+    for name in ("lora", "dora", "adalora", "vera", "ia3", "fullft", "lori_d", "lori_s"):
         *_, losses, _ = _train(name, "tiny_llama")
         assert losses[-1] < losses[0], name
 

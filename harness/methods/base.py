@@ -46,6 +46,11 @@ class Method:
         """Raise HarnessError for impossible settings (rank 0, ...)."""
 
     @classmethod
+    def resolve_lr(cls, mcfg, default_lr: float, default_reason: str):
+        """(lr, reason). Default: the shared rule (absolute method.lr, or base_lr x multiplier)."""
+        return default_lr, default_reason
+
+    @classmethod
     def min_max_length(cls, mcfg) -> int:
         """Smallest task.max_length the method can work with (ReFT positions need room)."""
         return 1

@@ -1,0 +1,148 @@
+"""LoRI ("LoRI: Reducing Cross-Task Interference in Multi-Task Low-Rank Adaptation"), written here on
+peft LoRA, since no library has it.
+
+lori_d  LoRA with every A frozen at its random (peft default) initialisation; B trains densely.
+        When it finishes it exports, into <run_dir>/lori/, its A matrices and one mask per sparsity s:
+        the top (1 - s) fraction of |B| taken globally across all adapted modules.
+lori_s  A fresh adapter (B = 0) with the lori_d run's A (frozen, reused so the mask fits it) and its
+        mask for `sparsity`; gradients outside the mask are held at zero, so B stays zero there.
+        Its knobs (r, alpha, dropout, targets) are read from the lori_d run; its LR is
+        `lr_ratio` x the lori_d run's LR (the paper: 10x).
+"""
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import List, Optional
+
+from harness.errors import HarnessError
+from harness.methods import register
+from harness.methods.base import ApplyContext, MethodConfig
+from harness.methods.lora import Lora, LoraMethodConfig, check_lora_knobs
+
+EXPORT_DIR = "lori"
+
+
+def _mask_file(run_dir: Path, sparsity: float) -> Path:
+    return Path(run_dir) / EXPORT_DIR / f"mask_s{sparsity:g}.safetensors"
+
+
+def _lora_modules(model):
+    """{module name relative to the base model: peft LoRA layer}."""
+    from peft.tuners.lora import LoraLayer
+    prefix = "base_model.model."
+    return {n[len(prefix):] if n.startswith(prefix) else n: m for n, m in model.named_modules()
+            if isinstance(m, LoraLayer)}
+
+
+@dataclass
+class LoriDConfig(LoraMethodConfig):
+    mask_sparsities: List[float] = field(default_factory=lambda: [0.5, 0.8, 0.9, 0.95, 0.99])
+
+
+@register
+class LoriD(Lora):
+    kind = "lori_d"
+    config_class = LoriDConfig
+
+    @classmethod
+    def validate_config(cls, mcfg, cfg) -> None:
+        check_lora_knobs(mcfg)
+        if mcfg.use_dora or mcfg.rslora:
+            raise HarnessError("lori_d: use_dora / rslora are not part of LoRI")
+        if any(not 0 < s < 1 for s in mcfg.mask_sparsities):
+            raise HarnessError(f"method.mask_sparsities must lie in (0, 1) (got {list(mcfg.mask_sparsities)})")
+
+    def apply(self, model, ctx: ApplyContext):
+        model = super().apply(model, ctx)
+        for layer in _lora_modules(model).values():
+            layer.lora_A["default"].weight.requires_grad_(False)  # A stays at its random init
+        return model
+
+    def on_train_end(self, model, run_dir):
+        import torch
+        from safetensors.torch import save_file
+        layers = _lora_modules(model)
+        out = Path(run_dir) / EXPORT_DIR
+        out.mkdir(exist_ok=True)
+        save_file({n: l.lora_A["default"].weight.detach().cpu().contiguous() for n, l in layers.items()},
+                  str(out / "lora_A.safetensors"))
+        magnitudes = {n: l.lora_B["default"].weight.detach().abs().cpu() for n, l in layers.items()}
+        flat = torch.cat([m.flatten() for m in magnitudes.values()])
+        exported = {}
+        for s in self.cfg.mask_sparsities:
+            keep = max(1, int(round((1 - s) * flat.numel())))
+            threshold = torch.topk(flat, keep).values.min()  # global across all modules
+            masks = {n: (m >= threshold).contiguous() for n, m in magnitudes.items()}
+            save_file(masks, str(_mask_file(run_dir, s)))
+            exported[f"{s:g}"] = sum(int(m.sum()) for m in masks.values()) / flat.numel()
+        return {"mask_density_by_sparsity": exported, "export_dir": str(out)}
+
+
+@dataclass
+class LoriSConfig(MethodConfig):
+    source_run: Optional[str] = None  # run directory of a finished lori_d run
+    sparsity: float = 0.9
+    lr_ratio: float = 10.0  # LR = lr_ratio x the lori_d run's LR
+
+
+def _source_record(mcfg) -> dict:
+    if not mcfg.source_run:
+        raise HarnessError("lori_s needs method.source_run=<run directory of a finished lori_d run>")
+    path = Path(mcfg.source_run) / "result.json"
+    if not path.is_file():
+        raise HarnessError(f"lori_s: no finished lori_d run at {mcfg.source_run} ({path} missing)")
+    record = json.loads(path.read_text())
+    if record.get("status") != "success" or record["labels"].get("method_kind") != "lori_d":
+        raise HarnessError(f"lori_s: {mcfg.source_run} is not a successful lori_d run")
+    if not _mask_file(mcfg.source_run, mcfg.sparsity).is_file():
+        raise HarnessError(f"lori_s: the lori_d run exported no mask for sparsity {mcfg.sparsity:g}"
+                           f" ({_mask_file(mcfg.source_run, mcfg.sparsity)} missing)")
+    return record
+
+
+@register
+class LoriS(Lora):
+    kind = "lori_s"
+    config_class = LoriSConfig
+
+    @classmethod
+    def validate_config(cls, mcfg, cfg) -> None:
+        record = _source_record(mcfg)
+        if record["labels"]["model"] != cfg.model.name:
+            raise HarnessError(f"lori_s: the lori_d run used model '{record['labels']['model']}', not '{cfg.model.name}'")
+        if mcfg.lr_ratio <= 0:
+            raise HarnessError(f"method.lr_ratio must be > 0 (got {mcfg.lr_ratio})")
+
+    @classmethod
+    def resolve_lr(cls, mcfg, default_lr, default_reason):
+        d_lr = _source_record(mcfg)["inferred"]["lr"]["value"]
+        return d_lr * mcfg.lr_ratio, f"method.lr_ratio={mcfg.lr_ratio} x the lori_d run's lr {d_lr}"
+
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        self.s_cfg = cfg
+        d_method = _source_record(cfg)["config"]["method"]
+        self.cfg = LoraMethodConfig(**{k: d_method[k] for k in ("r", "alpha", "dropout", "target_modules")})
+
+    def apply(self, model, ctx: ApplyContext):
+        from safetensors.torch import load_file
+        model = super().apply(model, ctx)
+        src = Path(self.s_cfg.source_run)
+        a_saved = load_file(str(src / EXPORT_DIR / "lora_A.safetensors"))
+        masks = load_file(str(_mask_file(src, self.s_cfg.sparsity)))
+        layers = _lora_modules(model)
+        if set(layers) != set(masks):
+            raise HarnessError(f"lori_s: adapted modules differ from the lori_d run's ({len(layers)} vs {len(masks)})")
+        for name, layer in layers.items():
+            layer.lora_A["default"].weight.data.copy_(a_saved[name])
+            layer.lora_A["default"].weight.requires_grad_(False)
+            b = layer.lora_B["default"].weight
+            layer.register_buffer("lori_mask", masks[name].to(b.dtype))  # moves with the model
+            b.register_hook(lambda grad, layer=layer: grad * layer.lori_mask)
+        density = sum(int(m.sum()) for m in masks.values()) / sum(m.numel() for m in masks.values())
+        self.inferred.update(a_source=f"lori_d run {src}", mask_sparsity=self.s_cfg.sparsity, mask_density=density)
+        return model
+
+    def rank_snapshot(self, model):
+        return {name: self.cfg.r for name in self.inferred.get("target_modules", [])}
