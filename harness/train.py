@@ -48,9 +48,13 @@ def count_warmup_steps(tcfg, total: int) -> int:
 def build_optimizer(model, tcfg, lr: float):
     import torch
     decay, no_decay = [], []
-    for _, p in model.named_parameters():
+    for name, p in model.named_parameters():
         if p.requires_grad:
-            (decay if p.ndim >= 2 else no_decay).append(p)  # no decay on biases and norms
+            # No decay on biases and norms, nor on the unconstrained tensor behind a parametrization:
+            # torch's orthogonal (Householder) map multiplies by int(diag(original)), so decaying it
+            # below 1 silently zeroes LoReFT's R.
+            plain_matrix = p.ndim >= 2 and ".parametrizations." not in name
+            (decay if plain_matrix else no_decay).append(p)
     if not decay and not no_decay:
         raise HarnessError("the method left no trainable parameter")
     groups = [{"params": decay, "weight_decay": tcfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]

@@ -11,7 +11,7 @@ from conftest import CONF, compose
 from harness.config import validate
 
 # Count asserted, so a config that is silently not found fails the test (torchtune's 3-of-197 lesson).
-EXPECTED = {"model": 7, "task": 9, "method": 9, "train": 1, "eval": 2, "logger": 2}
+EXPECTED = {"model": 7, "task": 9, "method": 13, "train": 1, "eval": 2, "logger": 2}
 
 
 def group_configs():

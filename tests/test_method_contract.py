@@ -24,7 +24,7 @@ STEPS = 12
 
 
 def test_every_method_yaml_is_covered():
-    assert len(METHOD_YAMLS) == 9
+    assert len(METHOD_YAMLS) == 13
 
 
 _LORI_D_RUNS = {}
@@ -174,6 +174,11 @@ def test_param_report_equals_closed_form(trained):
         mods = dict(fresh.model.named_modules())
         down = set(resolve_targets(fresh.model, "mlp_down"))
         expected = sum(mods[t].in_features if t in down else mods[t].out_features for t in targets)
+    elif kind == "reft":
+        m = cfg.method
+        layers = fresh.model.config.num_hidden_layers if m.layers == "all" else len(m.layers.split(";"))
+        units = 1 if m.tied_weights else (m.prefix_positions > 0) + (m.suffix_positions > 0)
+        expected = layers * units * m.r * (2 * fresh.model.config.hidden_size + 1)  # r(2d+1) per unit
     elif kind == "bitfit":
         expected = sum(p.numel() for n, p in fresh.model.named_parameters()
                        if n.endswith(".bias") and not params.is_head(n, built.classifier + built.pooler))
@@ -188,7 +193,7 @@ def test_param_report_equals_closed_form(trained):
 
 
 def test_methods_on_a_decoder():
-    for name in ("lora", "dora", "adalora", "vera", "ia3", "fullft", "lori_d", "lori_s"):
+    for name in ("lora", "dora", "adalora", "vera", "ia3", "fullft", "lori_d", "lori_s", "loreft", "direft"):
         *_, losses, _ = _train(name, "tiny_llama")
         assert losses[-1] < losses[0], name
 

@@ -12,4 +12,4 @@ def register(cls):
 
 
 # One import per method file; adding a method = one file + one import + one YAML.
-from harness.methods import adalora, bitfit, fullft, ia3, lora, lori, vera  # noqa: E402,F401
+from harness.methods import adalora, bitfit, fullft, ia3, lora, lori, reft, vera  # noqa: E402,F401
