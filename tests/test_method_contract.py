@@ -206,3 +206,11 @@ def test_bitfit_on_a_model_without_biases_says_so():
 
 def test_paths_exist():
     assert Path(CONF / "method").is_dir()
+
+
+@pytest.mark.parametrize("name", METHOD_YAMLS)
+def test_every_method_runs_a_regression_task(name, use_mirror, tmp_path):
+    from conftest import run_tiny
+    extra = SHORT.get(name, []) + ([f"method.source_run={_lori_d_run('tiny_bert')}"] if name == "lori_s" else [])
+    record = run_tiny(tmp_path / "run", f"method={name}", "task=stsb", "train.max_steps=6", *extra)
+    assert record["status"] == "success" and set(record["metrics"]) == {"pearson", "spearman"}

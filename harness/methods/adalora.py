@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from harness.errors import HarnessError
 from harness.methods import register
-from harness.methods.base import ApplyContext, MethodConfig
+from harness.methods.base import ApplyContext, MethodConfig, check_dropout, check_rank
 from harness.methods.peft_base import PeftMethod
 
 _E_SUFFIX = re.compile(r"\.lora_E(\.default)?$")
@@ -48,8 +48,9 @@ class AdaLora(PeftMethod):
 
     @classmethod
     def validate_config(cls, mcfg, cfg) -> None:
-        if mcfg.init_r < 1 or mcfg.target_r < 1:
-            raise HarnessError(f"method.init_r and method.target_r must be >= 1 (got {mcfg.init_r}, {mcfg.target_r})")
+        check_rank("init_r", mcfg.init_r)
+        check_rank("target_r", mcfg.target_r)
+        check_dropout(mcfg.dropout)
         if mcfg.target_r > mcfg.init_r:
             raise HarnessError(f"method.target_r={mcfg.target_r} exceeds method.init_r={mcfg.init_r}")
         if mcfg.tinit < 0 or mcfg.tfinal < 0 or mcfg.deltaT < 1:

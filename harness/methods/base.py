@@ -104,6 +104,18 @@ class Method:
         return model
 
 
+def check_rank(name: str, value: int) -> None:
+    from harness.errors import HarnessError
+    if value < 1:
+        raise HarnessError(f"method.{name} must be >= 1 (got {value})")
+
+
+def check_dropout(value: float) -> None:
+    from harness.errors import HarnessError
+    if not 0 <= value < 1:
+        raise HarnessError(f"method.dropout must be in [0, 1) (got {value})")
+
+
 def trainable_names(model) -> List[str]:
     return [n for n, p in model.named_parameters() if p.requires_grad]
 

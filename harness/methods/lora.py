@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 from harness.errors import HarnessError
 from harness.methods import register
-from harness.methods.base import ApplyContext, MethodConfig
+from harness.methods.base import ApplyContext, MethodConfig, check_dropout, check_rank
 from harness.methods.peft_base import PeftMethod
 
 
@@ -20,12 +20,10 @@ class LoraMethodConfig(MethodConfig):
 
 
 def check_lora_knobs(mcfg) -> None:
-    if mcfg.r < 1:
-        raise HarnessError(f"method.r must be >= 1 (got {mcfg.r})")
+    check_rank("r", mcfg.r)
+    check_dropout(mcfg.dropout)
     if mcfg.alpha <= 0:
         raise HarnessError(f"method.alpha must be > 0 (got {mcfg.alpha})")
-    if not 0 <= mcfg.dropout < 1:
-        raise HarnessError(f"method.dropout must be in [0, 1) (got {mcfg.dropout})")
 
 
 @register

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from harness.errors import HarnessError
 from harness.methods import register
-from harness.methods.base import ApplyContext, Method, MethodConfig
+from harness.methods.base import ApplyContext, Method, MethodConfig, check_dropout, check_rank
 
 VARIANTS = ("loreft", "noreft", "direft")
 ADAPTER = "reft"
@@ -99,12 +99,10 @@ class Reft(Method):
     def validate_config(cls, mcfg, cfg) -> None:
         if mcfg.variant not in VARIANTS:
             raise HarnessError(f"method.variant must be one of {VARIANTS} (got '{mcfg.variant}')")
-        if mcfg.r < 1:
-            raise HarnessError(f"method.r must be >= 1 (got {mcfg.r})")
+        check_rank("r", mcfg.r)
         if mcfg.prefix_positions < 0 or mcfg.suffix_positions < 0 or mcfg.prefix_positions + mcfg.suffix_positions == 0:
             raise HarnessError("method.prefix_positions and method.suffix_positions must be >= 0 and not both 0")
-        if not 0 <= mcfg.dropout < 1:
-            raise HarnessError(f"method.dropout must be in [0, 1) (got {mcfg.dropout})")
+        check_dropout(mcfg.dropout)
         _layers(mcfg.layers)
 
     @classmethod

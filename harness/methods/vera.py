@@ -2,9 +2,8 @@
 
 from dataclasses import dataclass
 
-from harness.errors import HarnessError
 from harness.methods import register
-from harness.methods.base import ApplyContext, MethodConfig
+from harness.methods.base import ApplyContext, MethodConfig, check_dropout, check_rank
 from harness.methods.peft_base import PeftMethod
 
 
@@ -24,10 +23,8 @@ class Vera(PeftMethod):
 
     @classmethod
     def validate_config(cls, mcfg, cfg) -> None:
-        if mcfg.r < 1:
-            raise HarnessError(f"method.r must be >= 1 (got {mcfg.r})")
-        if not 0 <= mcfg.dropout < 1:
-            raise HarnessError(f"method.dropout must be in [0, 1) (got {mcfg.dropout})")
+        check_rank("r", mcfg.r)
+        check_dropout(mcfg.dropout)
 
     def peft_config(self, targets, ctx: ApplyContext):
         from peft import VeraConfig
