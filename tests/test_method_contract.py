@@ -52,10 +52,16 @@ def _lori_d_run(model):
     return _LORI_D_RUNS[model]
 
 
+# Absolute LRs for the fixed-batch contract, independent of the YAMLs' CPU-budget defaults.
+CONTRACT_LR = {"fullft": 1e-3, "vera": 1e-1, "ia3": 1e-1, "bitfit": 2e-2, "loreft": 2e-2, "noreft": 2e-2,
+               "direft": 2e-2, "loreft_r32_p10": 2e-2}
+
+
 def _cfg(name, model="tiny_bert"):
-    extra = [f"method.source_run={_lori_d_run(model)}", "method.lr_ratio=1"] if name == "lori_s" else []
+    extra = [f"method.source_run={_lori_d_run(model)}", "method.lr_ratio=1"] if name == "lori_s" else \
+        [f"method.lr={CONTRACT_LR.get(name, 1e-2)}"]
     return compose(*extra, f"model={model}", f"method={name}", "logger=none", "train.progress=false",
-                   f"train.max_steps={STEPS}", "train.base_lr=1e-3", "train.log_every=1", *SHORT.get(name, []),
+                   f"train.max_steps={STEPS}", "train.log_every=1", *SHORT.get(name, []),
                    *NO_DROPOUT.get(model, []))
 
 
