@@ -1,7 +1,6 @@
 """Every config in conf/ composes and validates; the schema rejects unknown keys and wrong types."""
 
 import shutil
-from pathlib import Path
 
 import pytest
 from hydra.errors import ConfigCompositionException
@@ -87,7 +86,3 @@ def test_every_task_reports_a_metric_it_computes():
     for _, name in [g for g in group_configs() if g[0] == "task"]:
         task = compose(f"task={name}").task
         assert task.report_metric in metric_names(task)
-
-
-def test_files_listed_exist():
-    assert Path(CONF / "config.yaml").is_file()

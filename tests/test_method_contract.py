@@ -210,9 +210,6 @@ def test_bitfit_on_a_model_without_biases_says_so():
         _train("bitfit", "tiny_llama")
 
 
-def test_paths_exist():
-    assert Path(CONF / "method").is_dir()
-
 
 @pytest.mark.parametrize("name", METHOD_YAMLS)
 def test_every_method_runs_a_regression_task(name, use_mirror, tmp_path):
