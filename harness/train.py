@@ -13,6 +13,9 @@ import time
 from dataclasses import dataclass, field
 from typing import List
 
+import torch  # this module is imported only when a run starts, never during config validation
+import torch.nn.functional as F
+
 from harness.errors import HarnessError
 
 
@@ -46,7 +49,6 @@ def count_warmup_steps(tcfg, total: int) -> int:
 
 
 def build_optimizer(model, tcfg, lr: float):
-    import torch
     decay, no_decay = [], []
     for name, p in model.named_parameters():
         if p.requires_grad:
@@ -69,7 +71,6 @@ def build_scheduler(optimizer, tcfg, total: int, warmup: int):
 
 
 def task_loss(logits, labels, regression: bool):
-    import torch.nn.functional as F
     logits = logits.float()
     if regression:
         return F.mse_loss(logits.squeeze(-1), labels.float())
@@ -85,13 +86,11 @@ def _forever(loader):
 
 
 def _grad_norm(params, max_norm):
-    import torch
     return torch.nn.utils.clip_grad_norm_(params, max_norm if max_norm is not None else float("inf"))
 
 
 def train(model, method, loader, evaluator, tracker, runtime, tcfg, total: int, lr: float,
           regression: bool) -> LoopResult:
-    import torch
     from tqdm.auto import tqdm
 
     params = [p for p in model.parameters() if p.requires_grad]
@@ -177,7 +176,6 @@ def peak_memory(runtime) -> dict:
     """Peak memory in MB: CUDA max allocated on GPU, else the process's max RSS."""
     import resource
 
-    import torch
     if runtime.device.startswith("cuda"):
         return {"peak_memory_mb": torch.cuda.max_memory_allocated() / 2**20, "peak_memory_kind": "cuda_max_allocated"}
     return {"peak_memory_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,

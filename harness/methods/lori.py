@@ -143,6 +143,3 @@ class LoriS(Lora):
         density = sum(int(m.sum()) for m in masks.values()) / sum(m.numel() for m in masks.values())
         self.inferred.update(a_source=f"lori_d run {src}", mask_sparsity=self.s_cfg.sparsity, mask_density=density)
         return model
-
-    def rank_snapshot(self, model):
-        return {name: self.cfg.r for name in self.inferred.get("target_modules", [])}
