@@ -21,23 +21,56 @@ def _hydra_main():
     @hydra.main(config_path=CONF_DIR, config_name="config", version_base="1.3")
     def main(cfg) -> None:
         from hydra.core.hydra_config import HydraConfig
-
         from hydra.types import RunMode
 
         from harness.run import run_job
 
         hydra_cfg = HydraConfig.get()
         run_dir = Path(hydra_cfg.runtime.output_dir)
+        if hydra_cfg.mode == RunMode.MULTIRUN:
+            return _sweep_job(cfg, run_dir, Path(hydra_cfg.sweep.dir), int(hydra_cfg.job.num))
         try:
             run_job(cfg, run_dir)
         except Exception as exc:
-            if run_dir.is_dir() and not any(run_dir.iterdir()):
-                run_dir.rmdir()  # rejected before anything was written: leave no empty directory
-            if hydra_cfg.mode == RunMode.MULTIRUN:
-                raise  # the job's record says why; Hydra goes on with the other jobs
+            _remove_if_empty(run_dir)  # rejected before anything was written: leave no empty directory
             _exit_with_one_line(exc)  # single run: no extra "Error executing job" line from Hydra
 
     main()
+
+
+def _sweep_job(cfg, run_dir: Path, sweep_dir: Path, job_num: int) -> str:
+    """One job of a sweep: any failure is recorded (result.json + sweep log) and the sweep goes on."""
+    import time
+
+    from harness import sweep_log
+    from harness.cli_errors import describe
+    from harness.errors import HarnessError
+    from harness.results import failure_reason
+    from harness.run import _run_name, run_job
+
+    started = time.perf_counter()
+    outcome, reason, message, run_id = "success", None, None, None
+    try:
+        record = run_job(cfg, run_dir, sweep_dir=sweep_dir)
+        run_id = record["run_id"]
+        if record.get("skipped"):
+            outcome, run_dir = "skipped", Path(record["record_dir"])
+    except Exception as exc:  # noqa: BLE001 - isolate the failure; KeyboardInterrupt/SystemExit still stop
+        line, _ = describe(exc)
+        outcome, message = "failed", line
+        reason = "bad input" if isinstance(exc, HarnessError) else failure_reason(exc)
+        print(f"[sweep] job {job_num} failed ({reason}): {line}", file=sys.stderr, flush=True)
+    finally:
+        _remove_if_empty(run_dir)
+    sweep_log.log_outcome(sweep_dir, job_num, run_dir, outcome, time.perf_counter() - started, run_id=run_id,
+                          name=_run_name(cfg), reason=reason, message=message)
+    print(sweep_log.progress_line(sweep_dir), flush=True)
+    return outcome
+
+
+def _remove_if_empty(run_dir: Path) -> None:
+    if run_dir.is_dir() and not any(run_dir.iterdir()):
+        run_dir.rmdir()
 
 
 def cli() -> None:

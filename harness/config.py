@@ -78,6 +78,9 @@ class TrainConfig:
     deterministic: bool = True
     progress: bool = True
     save_artifact: bool = False  # keep the trained adapter/weights in <run_dir>/artifact
+    # Steps between resumable checkpoints in <run_dir>/checkpoint (a multiple of log_every; null:
+    # only on preemption). Deleted when the run succeeds.
+    checkpoint_every: Optional[int] = 100
 
 
 @dataclass
@@ -111,8 +114,10 @@ SCHEMES = {"model": ModelConfig, "task": TaskConfig, "train": TrainConfig,
 
 def register_configs() -> None:
     """Put every schema into Hydra's ConfigStore (idempotent)."""
+    from harness import sweeper
     from harness.methods import METHODS  # registers all method kinds
 
+    sweeper.register()
     cs = ConfigStore.instance()
     cs.store(name="harness_schema", node=HarnessConfig)
     for group, node in SCHEMES.items():
@@ -161,6 +166,9 @@ def validate(cfg: DictConfig) -> None:
              f"train.max_grad_norm must be > 0 or null (got {t.max_grad_norm})")
     _require(t.log_every > 0, f"train.log_every must be > 0 (got {t.log_every})")
     _require(t.eval_every > 0, f"train.eval_every must be > 0 (got {t.eval_every})")
+    _require(t.checkpoint_every is None or (t.checkpoint_every > 0 and t.checkpoint_every % t.log_every == 0),
+             f"train.checkpoint_every must be a positive multiple of train.log_every={t.log_every} or null"
+             f" (got {t.checkpoint_every})")
     _require(t.eval_batch_size > 0, f"train.eval_batch_size must be > 0 (got {t.eval_batch_size})")
     _require(t.head in HEAD_POLICIES, f"train.head must be one of {HEAD_POLICIES} (got '{t.head}')")
     _require(t.precision in PRECISIONS, f"train.precision must be one of {PRECISIONS} (got '{t.precision}')")

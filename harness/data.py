@@ -137,10 +137,41 @@ def prepare(cfg, tokenizer, model_inputs) -> TaskData:
     return TaskData(train=train, eval_sets=eval_sets, collate=collate, train_tokens_mean=mean_len)
 
 
-def train_loader(data: TaskData, batch_size: int, seed: int):
-    """Shuffled every epoch by a generator seeded with the run seed (same seed, same order)."""
-    import torch
-    generator = torch.Generator().manual_seed(seed)
-    return torch.utils.data.DataLoader(data.train, batch_size=batch_size, shuffle=True, generator=generator,
-                                       collate_fn=data.collate, num_workers=0)
+class TrainBatches:
+    """Training batches, reshuffled every epoch. Epoch e's order depends only on (seed, e), so a
+    resumed run continues at any (epoch, batch) with exactly the batches it would have seen."""
 
+    def __init__(self, dataset, batch_size: int, seed: int, collate):
+        self.dataset, self.batch_size, self.seed, self.collate = dataset, batch_size, seed, collate
+        self.per_epoch = -(-len(dataset) // batch_size)  # the last batch of an epoch may be short
+
+    def _order(self, epoch: int):
+        import torch
+        seed = int(np.random.SeedSequence([self.seed, epoch]).generate_state(1)[0])
+        return torch.randperm(len(self.dataset), generator=torch.Generator().manual_seed(seed)).tolist()
+
+    def iterate(self, epoch: int = 0, start: int = 0):
+        """Yields (epoch, index of the batch within the epoch, batch) forever."""
+        while True:
+            order = self._order(epoch)
+            for b in range(start, self.per_epoch):
+                rows = self.dataset[order[b * self.batch_size:(b + 1) * self.batch_size]]
+                yield epoch, b, self.collate([dict(zip(rows, values)) for values in zip(*rows.values())])
+            epoch, start = epoch + 1, 0
+
+
+class FixedBatches:
+    """The same list of ready batches, cycled (benchmarks and contract tests)."""
+
+    def __init__(self, batches):
+        self.batches = list(batches)
+
+    def iterate(self, epoch: int = 0, start: int = 0):
+        while True:
+            for b in range(start, len(self.batches)):
+                yield epoch, b, self.batches[b]
+            epoch, start = epoch + 1, 0
+
+
+def train_batches(data: TaskData, batch_size: int, seed: int) -> TrainBatches:
+    return TrainBatches(data.train, batch_size, seed, data.collate)

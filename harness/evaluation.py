@@ -115,6 +115,15 @@ class Evaluator:
             flat.update({prefix + k: v for k, v in scores.items()})
         return flat
 
+    def state_dict(self) -> dict:
+        """What a resumed run needs: the protocol's history/best-so-far and the time spent."""
+        import copy
+        return {"protocol": copy.deepcopy(vars(self.protocol)), "seconds": self.seconds}
+
+    def load_state_dict(self, state: dict) -> None:
+        vars(self.protocol).update(state["protocol"])
+        self.seconds = state["seconds"]
+
     def result(self) -> tuple:
         reported, info = self.protocol.result()
         info["part_sizes"] = self.part_sizes
@@ -127,3 +136,9 @@ class NoEvaluation:
 
     def evaluate(self, model, step: int) -> Dict[str, float]:
         return {}
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass

@@ -12,10 +12,13 @@ import os
 import tempfile
 import time
 import traceback
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 SCHEMA_VERSION = 1
 RECORD_FILES = ("result.json", "metrics.jsonl", "config.yaml")
+SET_ASIDE = ("attempt-", "superseded-")  # folders holding earlier attempts, never moved again
 # Groups that change how a run is observed, not what it computes: left out of the identity.
 NOT_IDENTITY = ("logger",)
 
@@ -56,28 +59,83 @@ def read_record(run_dir: Path):
         return None
 
 
-def prepare_run_dir(run_dir: Path) -> str:
-    """Refuse a directory that holds a successful run; move an earlier failed attempt aside.
+def find_success(sweep_dir: Path, run_id: str) -> Optional[dict]:
+    """The successful record of run_id anywhere in a sweep directory (not in set-aside folders)."""
+    for path in sorted(Path(sweep_dir).rglob("result.json")):
+        if any(part.startswith(SET_ASIDE) for part in path.relative_to(sweep_dir).parts):
+            continue
+        record = read_record(path.parent)
+        if record and record.get("status") == "success" and record.get("run_id") == run_id:
+            return {**record, "record_dir": str(path.parent)}
+    return None
 
-    Returns a note for the log ('' when the directory was fresh). Nothing is deleted or overwritten.
-    """
+
+@dataclass
+class Preparation:
+    """What to do in a run directory: 'fresh' (start), 'resume' (continue from its checkpoint) or
+    'skip' (a sweep job whose successful record is already there)."""
+    action: str
+    note: str = ""
+    previous: Optional[dict] = None
+    resume_step: int = 0
+
+
+def _move_aside(run_dir: Path, prefix: str) -> Path:
+    """Move everything in run_dir except earlier set-aside folders into run_dir/<prefix>-k/."""
+    k = 1
+    while (run_dir / f"{prefix}-{k}").exists():
+        k += 1
+    aside = run_dir / f"{prefix}-{k}"
+    aside.mkdir()
+    for entry in run_dir.iterdir():
+        if entry != aside and not entry.name.startswith(SET_ASIDE):
+            os.replace(entry, aside / entry.name)
+    return aside
+
+
+def _truncate_events(path: Path, last_step: int) -> None:
+    """Drop events logged after the checkpoint's step: the resumed run logs them again."""
+    if path.is_file():
+        kept = [ln for ln in path.read_text().splitlines(keepends=True)
+                if ln.strip() and json.loads(ln).get("step", 0) <= last_step]
+        write_text_atomic(path, "".join(kept))
+
+
+def prepare_run_dir(run_dir: Path, run_id: str, in_sweep: bool = False) -> Preparation:
+    """Decide between fresh start, resume and skip. Nothing is deleted or overwritten: earlier
+    attempts are moved into attempt-k/, a sweep job's stale success (older config) into superseded-k/."""
+    from harness.checkpoint import read_meta
     from harness.errors import HarnessError
     run_dir = Path(run_dir)
     previous = read_record(run_dir)
     if previous is not None and previous.get("status") == "success":
-        raise HarnessError(f"{run_dir} already holds a successful run ({previous.get('run_id')});"
-                           " choose another hydra.run.dir")
-    present = [f for f in RECORD_FILES if (run_dir / f).exists()]
-    if not present:
-        return ""
-    k = 1
-    while (run_dir / f"attempt-{k}").exists():
-        k += 1
-    aside = run_dir / f"attempt-{k}"
-    aside.mkdir()
-    for f in present:
-        os.replace(run_dir / f, aside / f)
-    return f"earlier attempt's files moved to {aside}"
+        if not in_sweep:
+            raise HarnessError(f"{run_dir} already holds a successful run ({previous.get('run_id')});"
+                               " choose another hydra.run.dir")
+        if previous.get("run_id") == run_id:
+            return Preparation("skip", previous=previous)
+        aside = _move_aside(run_dir, "superseded")
+        return Preparation("fresh", note=f"a success of another config ({previous.get('run_id')}) moved to {aside}")
+    meta = read_meta(run_dir)
+    if meta and meta.get("run_id") == run_id and previous is not None and previous.get("run_id") == run_id:
+        _truncate_events(run_dir / "metrics.jsonl", meta["step"])
+        return Preparation("resume", note=f"resuming from the checkpoint at step {meta['step']}",
+                           previous=previous, resume_step=meta["step"])
+    if not any(e for e in run_dir.iterdir() if not e.name.startswith(SET_ASIDE)):
+        return Preparation("fresh")
+    aside = _move_aside(run_dir, "attempt")
+    return Preparation("fresh", note=f"earlier attempt's files moved to {aside}")
+
+
+def failure_reason(exc: BaseException) -> str:
+    """'diverged', 'oom', 'interrupted' (killed by a signal handler / Ctrl-C) or 'error'."""
+    if getattr(exc, "reason", None):
+        return exc.reason
+    if type(exc).__name__ == "OutOfMemoryError" or "out of memory" in str(exc).lower():
+        return "oom"
+    if isinstance(exc, (SystemExit, KeyboardInterrupt)):
+        return "interrupted"
+    return "error"
 
 
 class RunRecord:
@@ -107,6 +165,7 @@ class RunRecord:
             "ranks": {},
             "method_report": {},
             "flags": [],
+            "attempts": [{"started_at": self.started, "resumed_from_step": 0}],
             "config": resolved,
         }
 
@@ -121,6 +180,6 @@ class RunRecord:
         self.data["finished_at"] = time.time()
         if exc is not None:
             self.data["error"] = {"type": type(exc).__name__, "message": str(exc),
-                                  "reason": getattr(exc, "reason", "error"),
+                                  "reason": failure_reason(exc),
                                   "traceback": "".join(traceback.format_exception(exc))}
         self.write()

@@ -33,28 +33,47 @@ def _run_name(cfg) -> str:
     return f"{cfg.task.name}-{cfg.method.label}-{cfg.model.name}-s{cfg.train.seed}"
 
 
-def run_job(cfg, run_dir: Path, overrides=()) -> dict:
-    """Run one configured job in run_dir; return its record (raise on failure, after recording it)."""
+def run_job(cfg, run_dir: Path, overrides=(), sweep_dir: Path = None) -> dict:
+    """Run one configured job in run_dir; return its record (raise on failure, after recording it).
+
+    A directory holding a checkpoint of the same config resumes from it. In a sweep (sweep_dir
+    set), a job whose successful record already exists anywhere in the sweep is skipped: the
+    earlier record is returned with "skipped": True.
+    """
     from harness import data as data_mod
+    from harness import preemption
     from harness.hub import configure_hub
     from harness.methods import METHODS
-    from harness.results import RunRecord, prepare_run_dir, write_text_atomic
+    from harness.results import RunRecord, find_success, prepare_run_dir, run_identity, write_text_atomic
 
     run_dir = Path(run_dir)
     hub = configure_hub()
     validate(cfg)
     method_cls = METHODS.get(cfg.method.kind)
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    run_id = run_identity(resolved)
+    done = find_success(sweep_dir, run_id) if sweep_dir is not None else None
+    if done is not None:
+        print(f"[harness] skipped: {run_id} already succeeded in {done['record_dir']}")
+        return {**done, "skipped": True}
     data_source = data_mod.check_available(cfg.task)
     run_dir.mkdir(parents=True, exist_ok=True)
-    note = prepare_run_dir(run_dir)
-    if note:
-        print(f"[harness] {note}")
+    prep = prepare_run_dir(run_dir, run_id, in_sweep=sweep_dir is not None)
+    if prep.action == "skip":
+        print(f"[harness] skipped: {run_id} already succeeded in {run_dir}")
+        return {**prep.previous, "record_dir": str(run_dir), "skipped": True}
+    if prep.note:
+        print(f"[harness] {prep.note}")
 
-    resolved = OmegaConf.to_container(cfg, resolve=True)
     write_text_atomic(run_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(resolved)))
     record = RunRecord(run_dir, resolved, _labels(cfg, method_cls), _overrides(overrides))
     record.update(report_metric=cfg.task.report_metric)
-    print(f"[harness] run {record.data['run_id']} -> {run_dir}")
+    if prep.action == "resume":
+        record.update(started_at=prep.previous["started_at"],
+                      attempts=prep.previous.get("attempts", []) + [
+                          {"started_at": record.started, "resumed_from_step": prep.resume_step}])
+    preemption.install()  # under submitit: checkpoint before a requeue
+    print(f"[harness] run {run_id} -> {run_dir}")
     tracker = None
     try:
         from harness.tracking import make_tracker
@@ -64,9 +83,9 @@ def run_job(cfg, run_dir: Path, overrides=()) -> dict:
                          **{f"params/{k}": v for k, v in record.data["params"].items()}})
         record.finish("success")
         print(f"[harness] success: {record.data['metrics']} -> {record.path}")
-        return record.data
+        return {**record.data, "record_dir": str(run_dir)}
     except BaseException as exc:
-        record.finish("failed", exc)
+        record.finish("interrupted" if isinstance(exc, (SystemExit, KeyboardInterrupt)) else "failed", exc)
         raise
     finally:
         if tracker is not None:
@@ -105,7 +124,9 @@ def _execute(cfg, record, tracker, method_cls, data_source, hub, run_dir):
 
     from harness import data as data_mod
     from harness import models, params, provenance, train
+    from harness.checkpoint import Checkpointer
     from harness.evaluation import PROTOCOLS, Evaluator
+    from harness.faults import Injector
     from harness.runtime import setup_runtime
 
     runtime = setup_runtime(cfg.train)
@@ -138,10 +159,12 @@ def _execute(cfg, record, tracker, method_cls, data_source, hub, run_dir):
 
     protocol = PROTOCOLS.get(cfg.eval.protocol)(cfg.task.report_metric, cfg.eval.split_seed)
     evaluator = Evaluator(cfg.task, task_data.eval_sets, protocol, runtime)
-    loader = data_mod.train_loader(task_data, cfg.train.batch_size, cfg.train.seed)
+    loader = data_mod.train_batches(task_data, cfg.train.batch_size, cfg.train.seed)
+    checkpointer = Checkpointer(run_dir, record.data["run_id"], cfg.train.checkpoint_every)
     started = time.perf_counter()
     result = train.train(model, method, loader, evaluator, tracker, runtime, cfg.train, total, lr,
-                         regression=cfg.task.label_type == "regression")
+                         regression=cfg.task.label_type == "regression", checkpointer=checkpointer,
+                         faults=Injector(_run_name(cfg)))
     reported, evaluation = evaluator.result()
     _finish_method(cfg, record, method, model, run_dir, result, built.classifier + built.pooler, built.base_total)
     record.update(metrics=reported, evaluation=evaluation, cost={
@@ -154,6 +177,7 @@ def _execute(cfg, record, tracker, method_cls, data_source, hub, run_dir):
         "train_tokens": result.train_tokens,
         **train.peak_memory(runtime),
     })
+    checkpointer.remove()  # the run is complete: its record and artifact are what is kept
 
 
 def _finish_method(cfg, record, method, model, run_dir: Path, result, head_modules, base_total) -> None:

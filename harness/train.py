@@ -10,7 +10,7 @@ Evaluated every `eval_every` steps and after the last one.
 import math
 import statistics
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import List
 
 import torch  # this module is imported only when a run starts, never during config validation
@@ -32,6 +32,7 @@ class LoopResult:
     step_durations: List[float] = field(default_factory=list)  # per step, CPU-exact (benchmarks)
     rank_history: List[dict] = field(default_factory=list)  # [{"step", "total"}]
     final_ranks: dict = field(default_factory=dict)
+    resumed_from_step: int = 0  # 0: trained from scratch
 
 
 def count_total_steps(tcfg, n_train: int) -> int:
@@ -77,54 +78,76 @@ def task_loss(logits, labels, regression: bool):
     return F.cross_entropy(logits, labels)
 
 
-def _forever(loader):
-    epoch = 0
-    while True:
-        for batch in loader:
-            yield epoch, batch
-        epoch += 1
-
-
 def _grad_norm(params, max_norm):
     return torch.nn.utils.clip_grad_norm_(params, max_norm if max_norm is not None else float("inf"))
 
 
+@dataclass
+class LoopState:
+    """Everything the loop carries from one step to the next; a checkpoint stores it as a dict.
+    Checkpoints are taken at log boundaries (checkpoint_every is a multiple of log_every), so the
+    running loss window is always empty there."""
+    step: int = 0
+    epoch: int = 0
+    batch_in_epoch: int = 0  # batches of `epoch` already consumed
+    tokens: int = 0
+    durations: List[float] = field(default_factory=list)
+    window_means: List[float] = field(default_factory=list)
+    rank_history: List[dict] = field(default_factory=list)
+
+
 def train(model, method, loader, evaluator, tracker, runtime, tcfg, total: int, lr: float,
-          regression: bool) -> LoopResult:
+          regression: bool, checkpointer=None, faults=None) -> LoopResult:
+    """Train for `total` optimizer steps. `loader` has iterate(epoch, start) (harness.data) or is a
+    list of batches. With a checkpointer, state is saved every `checkpoint_every` steps and on
+    preemption, and a run whose checkpoint exists continues from it (resumed_from_step is set)."""
     from tqdm.auto import tqdm
 
+    from harness import data, preemption
+    from harness.faults import Injector
+
+    if not hasattr(loader, "iterate"):
+        loader = data.FixedBatches(loader)
+    faults = faults or Injector("", spec="")
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = build_optimizer(model, tcfg, lr)
     scheduler = build_scheduler(optimizer, tcfg, total, count_warmup_steps(tcfg, total))
-    batches = _forever(loader)
+    state = LoopState()
+    if checkpointer is not None and checkpointer.dir.is_dir():
+        state = LoopState(**checkpointer.load(model, optimizer, scheduler, method, evaluator))
+        print(f"[harness] resumed from the checkpoint at step {state.step}")
+    resumed_from = state.step
+    batches = loader.iterate(state.epoch, state.batch_in_epoch)
     model.train()
-    cuda = runtime.device.startswith("cuda")
-    if cuda:
+    if runtime.device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
-
-    durations, window_means, rank_history = [], [], []
 
     def log_ranks(step: int) -> dict:
         ranks = method.rank_snapshot(model)
         if ranks:
-            total = int(sum(ranks.values()))
+            total_rank = int(sum(ranks.values()))
             budget = method.rank_budget(model, step)
-            extra = {"rank/total": total, **({} if budget is None else {"rank/budget": budget})}
+            extra = {"rank/total": total_rank, **({} if budget is None else {"rank/budget": budget})}
             tracker.log(step, {**{f"rank/{k}": v for k, v in ranks.items()}, **extra})
-            rank_history.append({"step": step, "total": total, **({} if budget is None else {"budget": budget})})
+            state.rank_history.append({"step": step, "total": total_rank,
+                                       **({} if budget is None else {"budget": budget})})
         return ranks
 
-    log_ranks(0)
+    def save_checkpoint() -> None:
+        checkpointer.save(state.step, model, optimizer, scheduler, method, evaluator, asdict(state))
+
+    if state.step == 0:
+        log_ranks(0)
     window_loss = window_objective = 0.0
-    window_steps, window_seconds, tokens = 0, 0.0, 0
-    epoch = 0
-    bar = tqdm(total=total, disable=not tcfg.progress, desc="train", dynamic_ncols=True)
-    for step in range(1, total + 1):
+    window_steps, window_seconds, window_tokens = 0, 0.0, state.tokens
+    bar = tqdm(total=total, initial=state.step, disable=not tcfg.progress, desc="train", dynamic_ncols=True)
+    for step in range(state.step + 1, total + 1):
         start = time.perf_counter()
         loss_sum = objective_sum = 0.0
         for _ in range(tcfg.grad_accum):
-            epoch, batch = next(batches)
-            tokens += int(batch["attention_mask"].sum())
+            state.epoch, b, batch = next(batches)
+            state.batch_in_epoch = b + 1
+            state.tokens += int(batch["attention_mask"].sum())
             batch = runtime.to_device(batch)
             with runtime.autocast():
                 out = model(**batch)
@@ -136,26 +159,31 @@ def train(model, method, loader, evaluator, tracker, runtime, tcfg, total: int, 
         method.on_optimizer_step(step, model)
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
+        loss_sum = faults.after_step(step, loss_sum)
         window_loss = window_loss + loss_sum / tcfg.grad_accum
         window_objective = window_objective + objective_sum / tcfg.grad_accum
         window_steps += 1
+        state.step = step
 
-        if step % tcfg.log_every == 0 or step == total:
+        log_now = step % tcfg.log_every == 0 or step == total
+        if log_now:
             loss = float(window_loss) / window_steps  # the only host sync: once per log window
             objective = float(window_objective) / window_steps
             if not math.isfinite(loss) or not math.isfinite(objective):
                 raise Diverged(f"loss is {loss} at step {step}")
             tracker.log(step, {"train/loss": loss, "train/objective": objective,
                                "train/lr": scheduler.get_last_lr()[0], "train/grad_norm": float(grad_norm),
-                               "train/epoch": epoch})
+                               "train/epoch": state.epoch})
             bar.set_postfix(loss=f"{loss:.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
         elapsed = time.perf_counter() - start
-        durations.append(elapsed)
+        state.durations.append(elapsed)
         window_seconds += elapsed
-        if step % tcfg.log_every == 0 or step == total:
-            window_means.append(window_seconds / window_steps)
+        if log_now:
+            state.window_means.append(window_seconds / window_steps)
+            tracker.log(step, {"train/step_seconds": window_seconds / window_steps,
+                               "train/tokens_per_second": (state.tokens - window_tokens) / window_seconds})
             window_loss = window_objective = 0.0
-            window_steps, window_seconds = 0, 0.0
+            window_steps, window_seconds, window_tokens = 0, 0.0, state.tokens
         bar.update(1)
         if method.rank_interval and step % method.rank_interval == 0:
             log_ranks(step)
@@ -165,11 +193,18 @@ def train(model, method, loader, evaluator, tracker, runtime, tcfg, total: int, 
             tracker.log(step, scores)
             if scores:
                 bar.write(f"step {step}: " + ", ".join(f"{k}={v:.4f}" for k, v in scores.items()))
+        if checkpointer is not None and (checkpointer.due(step, total) or preemption.pending()):
+            save_checkpoint()
+        if preemption.pending():
+            bar.close()
+            preemption.hand_over()  # submitit requeues the job and exits
     bar.close()
-    final_ranks = log_ranks(total) if not rank_history or rank_history[-1]["step"] != total else method.rank_snapshot(model)
-    return LoopResult(steps=total, train_seconds=sum(durations),
-                      step_seconds_median=statistics.median(window_means), train_tokens=tokens,
-                      step_durations=durations, rank_history=rank_history, final_ranks=final_ranks)
+    final_ranks = (log_ranks(total) if not state.rank_history or state.rank_history[-1]["step"] != total
+                   else method.rank_snapshot(model))
+    return LoopResult(steps=total, train_seconds=sum(state.durations),
+                      step_seconds_median=statistics.median(state.window_means), train_tokens=state.tokens,
+                      step_durations=state.durations, rank_history=state.rank_history, final_ranks=final_ranks,
+                      resumed_from_step=resumed_from)
 
 
 def peak_memory(runtime) -> dict:

@@ -82,6 +82,20 @@ class AdaLora(PeftMethod):
     def on_optimizer_step(self, step: int, model) -> None:
         model.base_model.update_and_allocate(step)
 
+    def state_dict(self, model):
+        """The RankAllocator's running importance estimates and the rank pattern fixed at tfinal."""
+        alloc = model.base_model.rankallocator
+        return {"ipt": dict(alloc.ipt), "exp_avg_ipt": dict(alloc.exp_avg_ipt),
+                "exp_avg_unc": dict(alloc.exp_avg_unc),
+                "rank_pattern": model.peft_config["default"].rank_pattern}
+
+    def load_state_dict(self, model, state):
+        alloc = model.base_model.rankallocator
+        for key in ("ipt", "exp_avg_ipt", "exp_avg_unc"):
+            getattr(alloc, key).clear()
+            getattr(alloc, key).update(state[key])
+        model.peft_config["default"].rank_pattern = state["rank_pattern"]
+
     def rank_snapshot(self, model):
         pattern = model.peft_config["default"].rank_pattern
         if pattern is None:  # before the first masking step every module is at init_r

@@ -81,6 +81,14 @@ class Method:
         (a 'flags' list there is lifted into the record's flags)."""
         return {}
 
+    def state_dict(self, model) -> Dict[str, Any]:
+        """Method state outside the model's parameters and buffers that a resumed run needs
+        (AdaLoRA: importance scores, rank pattern); saved in every checkpoint."""
+        return {}
+
+    def load_state_dict(self, model, state: Dict[str, Any]) -> None:
+        """Restore what state_dict() returned, into a freshly applied model."""
+
     # -- the artifact: what a user keeps after training ----------------------------------------
     def save(self, model, directory) -> None:
         """Default: every trainable tensor, by name, in trainable.safetensors."""

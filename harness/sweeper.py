@@ -1,0 +1,143 @@
+"""`hydra/sweeper=grid`: Hydra's basic sweeper extended with grid blocks, config checks up front,
+a stable identity per job, progress and a summary.
+
+A sweep = the union over `grid` blocks of the cross product of (params ∪ block ∪ command-line
+sweeps). Blocks let one sweep hold methods whose knobs differ (FullFT has no rank, LoRA has no
+positions); `params` are the axes every block shares (task, seed). Lists in `values` are named
+once and interpolated by the axes (`${hydra.sweeper.values.seeds}`). With `staged: true` each
+block is launched after the previous one finished (LoRI-S jobs need their LoRI-D runs).
+
+Before anything is launched, every job's config is composed and validated: a bad value anywhere in
+the grid ends the command with one line and nothing trained. Skipping finished jobs happens in
+the job itself (harness.run.run_job), so it works the same under every launcher.
+"""
+
+import os
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+from hydra.core.config_store import ConfigStore
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.plugins.sweeper import Sweeper
+from omegaconf import OmegaConf
+
+from harness import sweep_log
+from harness.errors import HarnessError
+
+
+@dataclass
+class GridSweeperConf:
+    _target_: str = "hydra_plugins.harness_grid_sweeper.grid_sweeper.GridSweeper"
+    max_batch_size: Optional[int] = None
+    params: Optional[Dict[str, Any]] = None  # axes crossed with every block
+    grid: Optional[List[Dict[str, Any]]] = None  # blocks; jobs = union over blocks
+    values: Dict[str, Any] = field(default_factory=dict)  # named value lists the axes interpolate
+    staged: bool = False  # launch block after block (later blocks depend on earlier ones)
+
+
+def register() -> None:
+    ConfigStore.instance().store(group="hydra/sweeper", name="grid", node=GridSweeperConf, provider="harness")
+
+
+def _axis(key: str, value) -> str:
+    """`key=v1,v2` from a YAML list or a sweep string."""
+    if isinstance(value, (list, tuple)) or OmegaConf.is_list(value):
+        value = ",".join(str(v) for v in value)
+    return f"{key}={value}"
+
+
+def _basic():
+    # Imported late: Hydra's plugin scan re-imports its core plugins, so a class object taken
+    # earlier would no longer be the one Hydra uses.
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    return BasicSweeper
+
+
+class GridSweeper(Sweeper):
+    def __init__(self, max_batch_size=None, params=None, grid=None, values=None, staged=False):
+        super().__init__()
+        self.max_batch_size = max_batch_size
+        self.params = dict(params or {})
+        self.grid = [dict(block) for block in (grid or [{}])]
+        self.staged = staged
+        self.hydra_context = self.config = self.launcher = None
+
+    def setup(self, *, hydra_context, task_function, config) -> None:
+        from hydra.core.plugins import Plugins
+        self.hydra_context, self.config = hydra_context, config
+        self.launcher = Plugins.instance().instantiate_launcher(
+            hydra_context=hydra_context, task_function=task_function, config=config)
+
+    def _parse_config(self) -> List[str]:
+        return [_axis(k, v) for k, v in self.params.items()]
+
+    def expand(self, arguments: List[str]) -> List[List[List[str]]]:
+        """Jobs (lists of overrides) per block, duplicates across blocks removed."""
+        parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
+        common = self._parse_config()
+        seen, blocks = set(), []
+        for block in self.grid:
+            axes = common + [_axis(k, v) for k, v in block.items()] + list(arguments)
+            jobs = [job for job in _basic().split_arguments(parser.parse_overrides(axes), None)[0]
+                    if tuple(sorted(job)) not in seen]
+            seen.update(tuple(sorted(job)) for job in jobs)
+            blocks.append(jobs)
+        return blocks
+
+    def check(self, jobs: List[List[str]]) -> None:
+        """Compose and validate every job before any is launched."""
+        from harness.config import validate
+        for i, overrides in enumerate(jobs):
+            try:
+                cfg = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
+                validate(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]))
+            except Exception as exc:
+                from harness.cli_errors import describe
+                line, _ = describe(exc)
+                raise HarnessError(f"sweep job {i} ({' '.join(overrides)}): {line}") from exc
+
+    def sweep(self, arguments: List[str]) -> Any:
+        blocks = self.expand(arguments)
+        jobs = [job for block in blocks for job in block]
+        self.check(jobs)
+        sweep_dir = Path(self.config.hydra.sweep.dir)
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
+        invocation = uuid.uuid4().hex[:12]
+        os.environ[sweep_log.INVOCATION_ENV] = invocation
+        os.environ[sweep_log.TOTAL_ENV] = str(len(jobs))
+        started = time.time()
+        sweep_log.append(sweep_dir / sweep_log.INVOCATIONS, {
+            "event": "start", "invocation": invocation, "time": started, "argv": sys.argv,
+            "jobs": len(jobs), "blocks": [len(b) for b in blocks],
+            "launcher": self.config.hydra.launcher.get("_target_")})
+        print(f"[sweep] {len(jobs)} jobs ({' + '.join(str(len(b)) for b in blocks)} over {len(blocks)} blocks)"
+              f" -> {sweep_dir}", flush=True)
+        stages = blocks if self.staged else [jobs]
+        returns, lost, idx = [], [], 0
+        for stage in stages:
+            for batch in _basic().split_overrides_to_chunks(stage, self.max_batch_size):
+                if not batch:
+                    continue
+                results = self.launcher.launch(batch, initial_job_idx=idx)
+                idx += len(batch)
+                for r in results:
+                    try:
+                        _ = r.return_value
+                    except Exception as exc:  # noqa: BLE001 - a job the launcher lost (killed, timed out)
+                        lost.append(f"{type(exc).__name__}: {exc}")
+                returns.append(results)
+        wall = time.time() - started
+        text = sweep_log.summary(sweep_dir, invocation, len(jobs), wall)
+        for line in lost:
+            text += f"\n[sweep]   lost by the launcher: {line.splitlines()[0] if line else line}"
+        print(text, flush=True)
+        events = sweep_log.read(sweep_dir / sweep_log.JOB_LOG, invocation)
+        sweep_log.append(sweep_dir / sweep_log.INVOCATIONS, {
+            "event": "end", "invocation": invocation, "time": time.time(), "wall_seconds": round(wall, 1),
+            **sweep_log.counts(events), "lost": len(lost)})
+        return returns

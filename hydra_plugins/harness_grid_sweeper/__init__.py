@@ -1,0 +1,1 @@
+"""Hydra only instantiates plugins from the hydra_plugins namespace; the sweeper lives in harness.sweeper."""
