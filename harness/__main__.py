@@ -49,12 +49,12 @@ def _sweep_job(cfg, run_dir: Path, sweep_dir: Path, job_num: int) -> str:
     from harness.run import _run_name, run_job
 
     started = time.perf_counter()
-    outcome, reason, message, run_id = "success", None, None, None
+    outcome, reason, message, run_id, record_dir = "success", None, None, None, run_dir
     try:
         record = run_job(cfg, run_dir, sweep_dir=sweep_dir)
         run_id = record["run_id"]
         if record.get("skipped"):
-            outcome, run_dir = "skipped", Path(record["record_dir"])
+            outcome, record_dir = "skipped", Path(record["record_dir"])
     except Exception as exc:  # noqa: BLE001 - isolate the failure; KeyboardInterrupt/SystemExit still stop
         line, _ = describe(exc)
         outcome, message = "failed", line
@@ -62,7 +62,7 @@ def _sweep_job(cfg, run_dir: Path, sweep_dir: Path, job_num: int) -> str:
         print(f"[sweep] job {job_num} failed ({reason}): {line}", file=sys.stderr, flush=True)
     finally:
         _remove_if_empty(run_dir)
-    sweep_log.log_outcome(sweep_dir, job_num, run_dir, outcome, time.perf_counter() - started, run_id=run_id,
+    sweep_log.log_outcome(sweep_dir, job_num, record_dir, outcome, time.perf_counter() - started, run_id=run_id,
                           name=_run_name(cfg), reason=reason, message=message)
     print(sweep_log.progress_line(sweep_dir), flush=True)
     return outcome

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING, DictConfig
+from omegaconf import MISSING, DictConfig, OmegaConf
 
 from harness.errors import HarnessError
 
@@ -125,6 +125,15 @@ def register_configs() -> None:
     for kind in METHODS.names():
         cs.store(group="schema/method", name=kind, node=METHODS.get(kind).config_class)
 
+
+def frac_of(steps, fraction) -> int:
+    """`${frac_of:${train.max_steps},0.1}` -> 10 for 100 steps: schedules that follow the run length."""
+    if steps is None:
+        raise HarnessError("frac_of needs train.max_steps (it is null: training by epochs)")
+    return max(1, int(round(float(steps) * float(fraction))))
+
+
+OmegaConf.register_new_resolver("frac_of", frac_of, replace=True)
 
 SCHEDULES = ("linear", "cosine", "constant")
 HEAD_POLICIES = ("classifier", "classifier+pooler", "none")

@@ -121,7 +121,22 @@ class TaskData:
     train_tokens_mean: float
 
 
+_PREPARED: dict = {}  # in-process cache: sweep jobs of one process share the tokenized data
+
+
 def prepare(cfg, tokenizer, model_inputs) -> TaskData:
+    """Tokenized train split and eval sets (memoised per task config, tokenizer and eval batch size)."""
+    from omegaconf import OmegaConf
+    key = (str(data_dir()), json.dumps(OmegaConf.to_container(cfg.task, resolve=True), sort_keys=True),
+           _tokenizer_digest(tokenizer), tuple(sorted(model_inputs)), cfg.train.eval_batch_size)
+    if key not in _PREPARED:
+        if len(_PREPARED) >= 4:
+            _PREPARED.pop(next(iter(_PREPARED)))
+        _PREPARED[key] = _prepare(cfg, tokenizer, model_inputs)
+    return _PREPARED[key]
+
+
+def _prepare(cfg, tokenizer, model_inputs) -> TaskData:
     from transformers import DataCollatorWithPadding
     task = cfg.task
     keep = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in model_inputs]

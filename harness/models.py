@@ -37,10 +37,12 @@ def resolve_location(spec: str) -> str:
 
 def _load_tokenizer(spec: str, revision):
     from transformers import AutoTokenizer
-    try:
-        return AutoTokenizer.from_pretrained(resolve_location(spec), revision=revision)
-    except OSError as e:
-        raise HarnessError(f"cannot load tokenizer '{spec}' ({str(e).splitlines()[0]})")
+    if (spec, revision) not in _TOKENIZERS:
+        try:
+            _TOKENIZERS[(spec, revision)] = AutoTokenizer.from_pretrained(resolve_location(spec), revision=revision)
+        except OSError as e:
+            raise HarnessError(f"cannot load tokenizer '{spec}' ({str(e).splitlines()[0]})")
+    return _TOKENIZERS[(spec, revision)]
 
 
 def _ensure_pad_token(tokenizer, arch: str) -> dict:
@@ -65,7 +67,38 @@ def _head_modules(model) -> tuple:
     return classifier, pooler
 
 
+# One process runs many sweep jobs (basic launcher): the pretrained weights and tokenizer are read
+# from disk once and every job gets a deep copy, its new head initialised under its own seed.
+_PRETRAINED: dict = {}  # (location, revision, num_labels, problem_type) -> (pristine model, new keys)
+_TOKENIZERS: dict = {}
+
+
+def _load_pretrained(location: str, mcfg, kwargs: dict):
+    from transformers import AutoModelForSequenceClassification
+    key = (location, mcfg.revision, kwargs["num_labels"], kwargs["problem_type"])
+    if key not in _PRETRAINED:
+        _PRETRAINED.clear()  # keep one base model in memory
+        try:
+            model, info = AutoModelForSequenceClassification.from_pretrained(
+                location, revision=mcfg.revision, output_loading_info=True, **kwargs)
+        except OSError as e:
+            raise HarnessError(f"cannot load model '{mcfg.pretrained}' ({str(e).splitlines()[0]})")
+        _PRETRAINED[key] = (model, sorted(info.get("missing_keys", [])))
+    return _PRETRAINED[key]
+
+
+def _init_new_weights(model, new_keys, seed: int) -> None:
+    """(Re)initialise the modules that hold weights the checkpoint lacked (the task head), seeded."""
+    import torch
+    torch.manual_seed(seed)
+    owners = sorted({key.rsplit(".", 1)[0] for key in new_keys})
+    for name in owners:
+        model._init_weights(model.get_submodule(name))
+
+
 def _build_model(mcfg, task_cfg, seed: int):
+    import copy
+
     import torch
     from transformers import AutoConfig, AutoModelForSequenceClassification
     problem = "regression" if task_cfg.label_type == "regression" else "single_label_classification"
@@ -75,13 +108,10 @@ def _build_model(mcfg, task_cfg, seed: int):
         config = AutoConfig.for_model(spec.pop("model_type"), **spec, **kwargs)
         torch.manual_seed(seed)  # the random backbone depends on the run seed only
         return AutoModelForSequenceClassification.from_config(config), ["(all: random init)"]
-    location = resolve_location(mcfg.pretrained)
-    try:
-        model, info = AutoModelForSequenceClassification.from_pretrained(
-            location, revision=mcfg.revision, output_loading_info=True, **kwargs)
-    except OSError as e:
-        raise HarnessError(f"cannot load model '{mcfg.pretrained}' ({str(e).splitlines()[0]})")
-    return model, sorted(info.get("missing_keys", []))
+    pristine, new_keys = _load_pretrained(resolve_location(mcfg.pretrained), mcfg, kwargs)
+    model = copy.deepcopy(pristine)
+    _init_new_weights(model, new_keys, seed)
+    return model, new_keys
 
 
 def build(cfg) -> BuiltModel:

@@ -39,14 +39,27 @@ class GridSweeperConf:
     staged: bool = False  # launch block after block (later blocks depend on earlier ones)
 
 
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+
+
+def lr_grid(method: str, factors) -> str:
+    """`${lr_grid:lora,[0.3,1,3]}` -> "3,10,30": LR multipliers (of the FullFT LR) around a
+    method's own anchor, the lr_multiplier in conf/method/<method>.yaml (held there only)."""
+    anchor = float(OmegaConf.load(CONF_DIR / "method" / f"{method}.yaml").lr_multiplier)
+    return ",".join(f"{anchor * float(f):g}" for f in factors)
+
+
 def register() -> None:
     ConfigStore.instance().store(group="hydra/sweeper", name="grid", node=GridSweeperConf, provider="harness")
+    OmegaConf.register_new_resolver("lr_grid", lr_grid, replace=True)
 
 
 def _axis(key: str, value) -> str:
     """`key=v1,v2` from a YAML list or a sweep string."""
     if isinstance(value, (list, tuple)) or OmegaConf.is_list(value):
         value = ",".join(str(v) for v in value)
+    elif isinstance(value, str) and "${" in value:
+        value = f"'{value}'"  # an interpolation the job resolves (quoted: the grammar keeps it whole)
     return f"{key}={value}"
 
 
@@ -77,7 +90,7 @@ class GridSweeper(Sweeper):
 
     def expand(self, arguments: List[str]) -> List[List[List[str]]]:
         """Jobs (lists of overrides) per block, duplicates across blocks removed."""
-        parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
+        parser = OverridesParser.create(config_loader=self.hydra_context.config_loader if self.hydra_context else None)
         common = self._parse_config()
         seen, blocks = set(), []
         for block in self.grid:
@@ -88,13 +101,16 @@ class GridSweeper(Sweeper):
             blocks.append(jobs)
         return blocks
 
-    def check(self, jobs: List[List[str]]) -> None:
-        """Compose and validate every job before any is launched."""
+    def check(self, blocks: List[List[List[str]]]) -> None:
+        """Compose and validate every job before any is launched. In a staged sweep, jobs of later
+        blocks may need runs of earlier ones (LoRI-S): they are composed now, validated when they run."""
         from harness.config import validate
-        for i, overrides in enumerate(jobs):
+        jobs = [(b, job) for b, block in enumerate(blocks) for job in block]
+        for i, (b, overrides) in enumerate(jobs):
             try:
                 cfg = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
-                validate(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]))
+                if b == 0 or not self.staged:
+                    validate(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]))
             except Exception as exc:
                 from harness.cli_errors import describe
                 line, _ = describe(exc)
@@ -103,7 +119,7 @@ class GridSweeper(Sweeper):
     def sweep(self, arguments: List[str]) -> Any:
         blocks = self.expand(arguments)
         jobs = [job for block in blocks for job in block]
-        self.check(jobs)
+        self.check(blocks)
         sweep_dir = Path(self.config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
@@ -141,3 +157,29 @@ class GridSweeper(Sweeper):
             "event": "end", "invocation": invocation, "time": time.time(), "wall_seconds": round(wall, 1),
             **sweep_log.counts(events), "lost": len(lost)})
         return returns
+
+
+def plan(name: str, overrides=()) -> List[List[List[str]]]:
+    """The jobs `python -m harness +sweep=NAME <overrides>` would launch, per block, without launching."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from harness.config import register_configs
+    register_configs()
+    parser = OverridesParser.create()
+    plain = [o for o, p in zip(overrides, parser.parse_overrides(list(overrides))) if not p.is_sweep_override()]
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=[f"+sweep={name}", *plain], return_hydra_config=True)
+    sweeper_cfg = OmegaConf.to_container(cfg.hydra.sweeper, resolve=True)
+    sweeper_cfg.pop("_target_", None)
+    return GridSweeper(**sweeper_cfg).expand([f"+sweep={name}", *overrides])
+
+
+if __name__ == "__main__":
+    # python -m harness.sweeper NAME [overrides]: print a sweep's jobs without running them
+    jobs = plan(sys.argv[1], sys.argv[2:])
+    for b, block in enumerate(jobs):
+        for job in block:
+            print(f"block {b}: {' '.join(job)}")
+    print(f"{sum(len(b) for b in jobs)} jobs in {len(jobs)} blocks")

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Optional
 
+from omegaconf import OmegaConf
+
 from harness.errors import HarnessError
 from harness.methods import register
 from harness.methods.base import ApplyContext, MethodConfig
@@ -99,6 +101,30 @@ def _source_record(mcfg) -> dict:
         raise HarnessError(f"lori_s: the lori_d run exported no mask for sparsity {mcfg.sparsity:g}"
                            f" ({_mask_file(mcfg.source_run, mcfg.sparsity)} missing)")
     return record
+
+
+def find_lori_d_run(task: str, model: str, seed) -> str:
+    """Default of lori_s's method.source_run (conf/method/lori_s.yaml): in a sweep, the directory of
+    this sweep's successful lori_d run with the same task, model and seed; '' outside a sweep or
+    when there is none yet, which validation then reports. Lets a staged sweep chain LoRI-D -> LoRI-S."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return ""
+    sweep_dir = Path(HydraConfig.get().sweep.dir)
+    for path in sorted(sweep_dir.rglob("result.json")):
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        labels = record.get("labels", {})
+        if (record.get("status") == "success" and labels.get("method_kind") == "lori_d"
+                and labels.get("task") == task and labels.get("model") == model and str(record.get("seed")) == str(seed)):
+            return str(path.parent)
+    return ""
+
+
+OmegaConf.register_new_resolver("lori_d_run", find_lori_d_run, replace=True)
 
 
 @register
