@@ -49,9 +49,11 @@ def _set_rng_state(state: dict) -> None:
 
 
 def _model_state(model) -> dict:
-    state = {n: p.detach().cpu().clone() for n, p in model.named_parameters() if p.requires_grad}
-    state.update({n: b.detach().cpu().clone() for n, b in model.named_buffers()})
-    return state
+    """Trainable parameters and persistent buffers (masks, running statistics); frozen weights are
+    rebuilt from the base model and the seed."""
+    params = dict(model.named_parameters())
+    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()
+            if k not in params or params[k].requires_grad}
 
 
 class Checkpointer:

@@ -7,7 +7,7 @@ record says `failed`, with the full traceback).
 from hydra.errors import ConfigCompositionException, MissingConfigException
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException, ValidationError
 
-from harness.errors import HarnessError, did_you_mean
+from harness.errors import HarnessError, RunsFailed, did_you_mean
 
 BAD_INPUT, RUN_FAILED = 2, 1
 
@@ -54,6 +54,8 @@ def describe(exc: BaseException):
         return _first_line(exc), BAD_INPUT
     if isinstance(exc, OmegaConfBaseException):
         return _omegaconf_line(exc), BAD_INPUT
+    if isinstance(exc, RunsFailed):
+        return _first_line(exc), RUN_FAILED
     if isinstance(exc, SystemExit):
         return f"exited with {exc.code}", RUN_FAILED
     return f"{type(exc).__name__}: {_first_line(exc)} (traceback in the run's result.json)", RUN_FAILED

@@ -66,9 +66,13 @@ def setup_runtime(train_cfg) -> Runtime:
     import torch
     device, device_why = _choose_device(train_cfg.device)
     precision, precision_why = _choose_precision(train_cfg.precision, device)
+    slurm_cpus = os.environ.get("SLURM_CPUS_PER_TASK")
     if train_cfg.num_threads is not None:
         torch.set_num_threads(train_cfg.num_threads)
         threads_why = "set by train.num_threads"
+    elif slurm_cpus:
+        torch.set_num_threads(int(slurm_cpus))  # SLURM does not confine torch's default to the allocation
+        threads_why = "SLURM_CPUS_PER_TASK"
     else:
         threads_why = "torch default"
     seed_everything(train_cfg.seed, train_cfg.deterministic)

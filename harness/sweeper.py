@@ -26,7 +26,7 @@ from hydra.plugins.sweeper import Sweeper
 from omegaconf import OmegaConf
 
 from harness import sweep_log
-from harness.errors import HarnessError
+from harness.errors import HarnessError, RunsFailed
 
 
 @dataclass
@@ -156,6 +156,9 @@ class GridSweeper(Sweeper):
         sweep_log.append(sweep_dir / sweep_log.INVOCATIONS, {
             "event": "end", "invocation": invocation, "time": time.time(), "wall_seconds": round(wall, 1),
             **sweep_log.counts(events), "lost": len(lost)})
+        failed = sweep_log.counts(events)["failed"] + len(lost)
+        if failed:  # every other job ran; the exit status still tells scripts that some failed
+            raise RunsFailed(f"{failed} of {len(jobs)} sweep jobs failed (listed above; records in {sweep_dir})")
         return returns
 
 
