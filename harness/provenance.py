@@ -1,5 +1,6 @@
 """Where a result came from: code version, packages, machine."""
 
+import os
 import platform
 import socket
 import subprocess
@@ -48,6 +49,10 @@ def collect(device: str) -> dict:
         "device": device,
         "cpu": _cpu_name(),
         "torch_threads": torch.get_num_threads(),
+        # where a launcher ran it: SLURM array job/task ids (None outside SLURM)
+        "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
+        "slurm_array": (f"{os.environ['SLURM_ARRAY_JOB_ID']}_{os.environ.get('SLURM_ARRAY_TASK_ID')}"
+                        if os.environ.get("SLURM_ARRAY_JOB_ID") else None),
     }
     if device.startswith("cuda"):
         info["gpu"] = torch.cuda.get_device_name(torch.device(device))

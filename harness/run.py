@@ -33,6 +33,13 @@ def _run_name(cfg) -> str:
     return f"{cfg.task.name}-{cfg.method.label}-{cfg.model.name}-s{cfg.train.seed}"
 
 
+def _display_name(cfg, resolved) -> str:
+    """W&B run name: task, method label and knobs, model, seed."""
+    from harness.knobs import knob_label
+    knobs = knob_label(resolved["method"]).replace(" ", "-")
+    return f"{cfg.task.name}-{cfg.method.label}{'-' + knobs if knobs else ''}-{cfg.model.name}-s{cfg.train.seed}"
+
+
 def run_job(cfg, run_dir: Path, overrides=(), sweep_dir: Path = None) -> dict:
     """Run one configured job in run_dir; return its record (raise on failure, after recording it).
 
@@ -77,7 +84,7 @@ def run_job(cfg, run_dir: Path, overrides=(), sweep_dir: Path = None) -> dict:
     tracker = None
     try:
         from harness.tracking import make_tracker
-        tracker = make_tracker(cfg, run_dir, _run_name(cfg), resolved)
+        tracker = make_tracker(cfg, run_dir, _display_name(cfg, resolved), resolved)
         _execute(cfg, record, tracker, method_cls, data_source, hub, run_dir)
         tracker.summary({**{f"final/{k}": v for k, v in record.data["metrics"].items()},
                          **{f"params/{k}": v for k, v in record.data["params"].items()}})

@@ -1,0 +1,32 @@
+"""`python -m harness.analysis SWEEP [SWEEP ...] [--name NAME] [--out DIR]`
+
+SWEEP is a sweep directory or a sweep name (sweeps/NAME). Writes DIR (default results/NAME) and
+prints the table."""
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m harness.analysis", description=__doc__.splitlines()[0])
+    parser.add_argument("sweeps", nargs="+", help="sweep directories or names under sweeps/")
+    parser.add_argument("--name", help="results name (default: the first sweep's directory name)")
+    parser.add_argument("--out", help="output directory (default: results/<name>)")
+    args = parser.parse_args(argv)
+    from harness.analysis import build, resolve_sweep, write
+    try:
+        dirs = [resolve_sweep(s) for s in args.sweeps]
+        report = build(dirs, args.name)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"harness.analysis: error: {str(e).splitlines()[0]}", file=sys.stderr)
+        return 2
+    out = Path(args.out or Path("results") / report.name)
+    written = write(report, out)
+    print(report.markdown)
+    print("wrote " + ", ".join(str(p) for p in written))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

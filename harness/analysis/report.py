@@ -1,0 +1,100 @@
+"""Sweep directories -> results/<sweep>/: table.md/.csv, runs.csv, paired.csv, failed.csv,
+pareto.png, lr_sweep.png, loss_curves.png, ranks.png and study.json (commands, git SHA, wall time)."""
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List
+
+import pandas as pd
+
+from harness.analysis import figures, tables
+from harness.analysis.load import load_runs
+from harness.sweep_log import INVOCATIONS, read
+
+FIGURES = ("pareto", "lr_sweep", "loss_curves", "ranks")
+
+
+@dataclass
+class Report:
+    name: str
+    sweep_dirs: List[Path]
+    runs: pd.DataFrame
+    table: pd.DataFrame
+    curves: pd.DataFrame
+    pairs: pd.DataFrame
+    failed: pd.DataFrame
+    ratio: dict
+    study: dict
+    markdown: str = ""
+    figures: Dict[str, object] = field(default_factory=dict)
+
+
+def _study(sweep_dirs, runs: pd.DataFrame) -> dict:
+    """How the results were produced: every sweep command with its wall time, and the code version."""
+    invocations = []
+    for d in sweep_dirs:
+        events = read(Path(d) / INVOCATIONS)
+        ends = {e["invocation"]: e for e in events if e.get("event") == "end"}
+        for e in events:
+            if e.get("event") == "start":
+                end = ends.get(e["invocation"], {})
+                invocations.append({"sweep_dir": str(d), "command": " ".join(["python -m harness", *e["argv"][1:]]),
+                                    "jobs": e["jobs"], "wall_seconds": end.get("wall_seconds"),
+                                    "success": end.get("success"), "skipped": end.get("skipped"),
+                                    "failed": end.get("failed")})
+    return {"invocations": invocations,
+            "wall_seconds_total": sum(i["wall_seconds"] or 0 for i in invocations),
+            "git_shas": sorted({s for s in runs["git_sha"].dropna()}),
+            "any_dirty": bool(runs["git_dirty"].fillna(False).any()),
+            "devices": sorted({d for d in runs["device"].dropna()}),
+            "runs": int(len(runs)), "succeeded": int((runs["status"] == "success").sum())}
+
+
+def build(sweep_dirs, name: str = None) -> Report:
+    sweep_dirs = [Path(d) for d in sweep_dirs]
+    name = name or sweep_dirs[0].name
+    runs = load_runs(sweep_dirs)
+    ok = tables.succeeded(runs)
+    if ok.empty:
+        raise ValueError(f"no successful run in {[str(d) for d in sweep_dirs]}; failures:\n"
+                         f"{tables.failures(runs).to_string()}")
+    table, curves = tables.config_table(runs), tables.lr_curves(runs)
+    report = Report(name=name, sweep_dirs=sweep_dirs, runs=runs, table=table, curves=curves,
+                    pairs=tables.paired(runs), failed=tables.failures(runs), ratio=tables.lr_ratio(runs),
+                    study=_study(sweep_dirs, runs))
+    s = report.study
+    notes = [f"{s['succeeded']} of {s['runs']} runs succeeded; git {', '.join(sha[:10] for sha in s['git_shas'])}"
+             + (" (uncommitted changes in some runs)" if s["any_dirty"] else "") + f"; device {', '.join(s['devices'])}",
+             "metric = the task's report metric on the protocol's reported split; best LR chosen on the"
+             " selection split (mean over seeds); adapter params exclude the task head (shown apart)"]
+    report.markdown = tables.markdown(table, report.pairs, report.failed, report.ratio, f"Sweep: {name}", notes)
+    best = tables.best_lrs(runs)
+    report.figures = {"pareto": figures.pareto(table), "lr_sweep": figures.lr_sweep(curves, report.ratio),
+                      "loss_curves": figures.loss_curves(runs, best), "ranks": figures.ranks(runs)}
+    return report
+
+
+def write(report: Report, out_dir: Path) -> List[Path]:
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+
+    def put(fname, text):
+        (out_dir / fname).write_text(text)
+        written.append(out_dir / fname)
+
+    put("table.md", report.markdown)
+    put("table.csv", report.table.to_csv(index=False))
+    put("runs.csv", report.runs.drop(columns=["flags"]).assign(flags=report.runs["flags"].map(";".join))
+        .to_csv(index=False))
+    put("paired.csv", report.pairs.to_csv(index=False))
+    put("failed.csv", report.failed.to_csv(index=False))
+    if report.ratio is not None:
+        put("lr_ratio.csv", report.ratio["per_config"].to_csv(index=False))
+    put("study.json", json.dumps(report.study, indent=2) + "\n")
+    for key in FIGURES:
+        path = out_dir / f"{key}.png"
+        report.figures[key].savefig(path, dpi=120)
+        written.append(path)
+    return written
