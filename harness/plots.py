@@ -1,8 +1,11 @@
-"""Matplotlib figures shared by the W&B sink and harness.analysis (headless backend)."""
+"""Matplotlib figures shared by the W&B sink and harness.analysis."""
+
+import sys
 
 import matplotlib
 
-matplotlib.use("Agg")
+if "ipykernel" not in sys.modules:
+    matplotlib.use("Agg")  # headless (sweeps, CI); a notebook keeps its inline backend
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 

@@ -13,6 +13,7 @@ def main(argv=None) -> int:
     parser.add_argument("sweeps", nargs="+", help="sweep directories or names under sweeps/")
     parser.add_argument("--name", help="results name (default: the first sweep's directory name)")
     parser.add_argument("--out", help="output directory (default: results/<name>)")
+    parser.add_argument("--no-records", action="store_true", help="do not copy the run records into <out>/runs/")
     args = parser.parse_args(argv)
     from harness.analysis import build, resolve_sweep, write
     try:
@@ -22,7 +23,7 @@ def main(argv=None) -> int:
         print(f"harness.analysis: error: {str(e).splitlines()[0]}", file=sys.stderr)
         return 2
     out = Path(args.out or Path("results") / report.name)
-    written = write(report, out)
+    written = write(report, out, with_records=not args.no_records)
     print(report.markdown)
     print("wrote " + ", ".join(str(p) for p in written))
     return 0

@@ -72,13 +72,37 @@ def build(sweep_dirs, name: str = None) -> Report:
     best = tables.best_lrs(runs)
     report.figures = {"pareto": figures.pareto(table), "lr_sweep": figures.lr_sweep(curves, report.ratio),
                       "loss_curves": figures.loss_curves(runs, best), "ranks": figures.ranks(runs)}
+    for fig in report.figures.values():
+        figures.plt.close(fig)  # detached from pyplot: shown only where the caller displays it
     return report
 
 
-def write(report: Report, out_dir: Path) -> List[Path]:
+RECORD_COPY = ("result.json", "metrics.jsonl", "config.yaml")
+
+
+def copy_records(report: Report, out_dir: Path) -> Path:
+    """The run records themselves (no checkpoints, artifacts or W&B files) in <out>/runs/<job>/, so
+    a committed study can be re-analysed: `python -m harness.analysis results/NAME/runs`."""
+    import shutil
+    runs_dir = Path(out_dir) / "runs"
+    for run_dir in report.runs["dir"]:
+        target = runs_dir / Path(run_dir).name
+        if Path(run_dir).resolve() == target.resolve():
+            continue  # analysing the copies themselves
+        target.mkdir(parents=True, exist_ok=True)
+        for f in RECORD_COPY:
+            if (Path(run_dir) / f).is_file():
+                shutil.copy2(Path(run_dir) / f, target / f)
+    for d in report.sweep_dirs:
+        if (Path(d) / INVOCATIONS).is_file() and Path(d).resolve() != runs_dir.resolve():
+            shutil.copy2(Path(d) / INVOCATIONS, runs_dir / INVOCATIONS)
+    return runs_dir
+
+
+def write(report: Report, out_dir: Path, with_records: bool = True) -> List[Path]:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    written = []
+    written = [copy_records(report, out_dir)] if with_records else []
 
     def put(fname, text):
         (out_dir / fname).write_text(text)

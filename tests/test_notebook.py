@@ -1,0 +1,25 @@
+"""notebooks/report.ipynb executes headlessly on the smoke sweep (papermill, a fresh kernel)."""
+
+import json
+
+import pytest
+
+from conftest import REPO, cli
+
+
+@pytest.mark.timeout(400)
+def test_report_notebook_runs_on_the_smoke_sweep(use_mirror, tmp_path):
+    import papermill
+    sweep_dir = tmp_path / "smoke"
+    run = cli("+sweep=smoke", f"hydra.sweep.dir={sweep_dir}", timeout=240)
+    assert run.returncode == 0, run.stderr[-2000:]
+    out = tmp_path / "report.ipynb"
+    papermill.execute_notebook(str(REPO / "notebooks" / "report.ipynb"), str(out), kernel_name="python3",
+                               parameters={"sweep_dirs": [str(sweep_dir)], "name": "smoke"},
+                               cwd=str(REPO / "notebooks"), progress_bar=False)
+    cells = json.loads(out.read_text())["cells"]
+    outputs = [o for c in cells if c["cell_type"] == "code" for o in c.get("outputs", [])]
+    assert not [o for o in outputs if o["output_type"] == "error"]
+    images = [o for o in outputs if "image/png" in o.get("data", {})]
+    assert len(images) == 4  # pareto, lr_sweep, loss_curves, ranks
+    assert any("Sweep: smoke" in "".join(o.get("data", {}).get("text/markdown", "")) for o in outputs)
