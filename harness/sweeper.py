@@ -70,6 +70,22 @@ def _basic():
     return BasicSweeper
 
 
+MAX_DIR_NAME = 120
+
+
+def job_dir_name(overrides: List[str]) -> str:
+    """The job's directory in the sweep: its overrides, sorted (Hydra's override_dirname format),
+    so it stays put when the grid grows. Slashes become '_'; a name over MAX_DIR_NAME characters
+    is cut and suffixed with a hash of the full name (file systems stop at 255 bytes)."""
+    import hashlib
+    items = sorted(o for o in overrides if o.lstrip("+~").split("=", 1)[0] != "sweep"
+                   and not o.lstrip("+~").startswith("hydra."))
+    name = ",".join(items).replace("/", "_").replace("'", "") or "default"
+    if len(name) > MAX_DIR_NAME:
+        name = f"{name[:MAX_DIR_NAME - 17]}-{hashlib.sha1(name.encode()).hexdigest()[:16]}"
+    return name
+
+
 class GridSweeper(Sweeper):
     def __init__(self, max_batch_size=None, params=None, grid=None, values=None, staged=False):
         super().__init__()
@@ -117,7 +133,8 @@ class GridSweeper(Sweeper):
                 raise HarnessError(f"sweep job {i} ({' '.join(overrides)}): {line}") from exc
 
     def sweep(self, arguments: List[str]) -> Any:
-        blocks = self.expand(arguments)
+        blocks = [[[*job, f"hydra.sweep.subdir='{job_dir_name(job)}'"] for job in block]
+                  for block in self.expand(arguments)]
         jobs = [job for block in blocks for job in block]
         self.check(blocks)
         sweep_dir = Path(self.config.hydra.sweep.dir)
