@@ -8,7 +8,7 @@ from conftest import run_tiny
 
 RESULT_KEYS = {"schema_version", "status", "error", "run_id", "labels", "seed", "overrides", "started_at",
                "finished_at", "report_metric", "metrics", "evaluation", "params", "cost", "inferred",
-               "provenance", "config", "data", "ranks", "method_report", "flags"}
+               "provenance", "config", "data", "ranks", "method_report", "flags", "attempts"}
 PARAM_KEYS = {"adapter", "head", "trainable", "base_total", "stored", "nonzero", "adapter_pct_of_base",
               "trainable_pct_of_base"}
 COST_KEYS = {"train_seconds", "eval_seconds", "wall_seconds", "steps", "step_seconds_median", "tokens_per_second",
@@ -23,7 +23,9 @@ def _events(run_dir):
 def test_tiny_run_writes_complete_record(use_mirror, tmp_path):
     record = run_tiny(tmp_path / "run")
     on_disk = json.loads((tmp_path / "run/result.json").read_text())
+    assert record.pop("record_dir") == str(tmp_path / "run")  # where the record lives (sweeps use it)
     assert on_disk == json.loads(json.dumps(record, default=str))
+    assert on_disk["attempts"] == [{"started_at": on_disk["started_at"], "resumed_from_step": 0}]
     assert set(on_disk) == RESULT_KEYS
     assert on_disk["status"] == "success" and on_disk["error"] is None
     assert len(on_disk["run_id"]) == 16
