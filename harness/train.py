@@ -119,8 +119,7 @@ def train(model, method, loader, evaluator, tracker, runtime, tcfg, total: int, 
     resumed_from = state.step
     batches = loader.iterate(state.epoch, state.batch_in_epoch)
     model.train()
-    if runtime.device.startswith("cuda"):
-        torch.cuda.reset_peak_memory_stats()
+    reset_peak_memory(runtime)
 
     def log_ranks(step: int) -> dict:
         ranks = method.rank_snapshot(model)
@@ -207,11 +206,36 @@ def train(model, method, loader, evaluator, tracker, runtime, tcfg, total: int, 
                       resumed_from_step=resumed_from)
 
 
+def _reset_process_peak() -> bool:
+    """Linux: writing 5 to /proc/self/clear_refs resets the peak RSS (VmHWM), so each run of a
+    sequential sweep measures its own peak, not the process's so far."""
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def reset_peak_memory(runtime) -> None:
+    if runtime.device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+    else:
+        _reset_process_peak()
+
+
 def peak_memory(runtime) -> dict:
-    """Peak memory in MB: CUDA max allocated on GPU, else the process's max RSS."""
+    """Peak memory in MB during this run: CUDA max allocated on GPU, else the process's peak RSS
+    since training started (VmHWM after a reset; max RSS of the whole process where that is unavailable)."""
+    import re
     import resource
 
     if runtime.device.startswith("cuda"):
         return {"peak_memory_mb": torch.cuda.max_memory_allocated() / 2**20, "peak_memory_kind": "cuda_max_allocated"}
-    return {"peak_memory_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            "peak_memory_kind": "process_max_rss"}
+    try:
+        with open("/proc/self/status") as fh:
+            hwm_kb = int(re.search(r"VmHWM:\s+(\d+)", fh.read()).group(1))
+        return {"peak_memory_mb": hwm_kb / 1024, "peak_memory_kind": "process_peak_rss_since_train_start"}
+    except (OSError, AttributeError):
+        return {"peak_memory_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                "peak_memory_kind": "process_max_rss"}
