@@ -10,13 +10,16 @@ def knobs(method: dict) -> dict:
 
 
 def knob_label(method: dict) -> str:
-    """'r8 all_linear', 'r1 p3+s0', 'r12->4', ... (empty for FullFT/BitFit)."""
+    """'r8 a16 all_linear', 'r1 p3+s0', 'r12->4 a16', ... (empty for FullFT/BitFit). Alpha is part of
+    it: two LoRA runs that differ only in alpha are different configurations."""
     k = knobs(method)
     parts = []
     if "target_r" in k:
         parts.append(f"r{k['init_r']}->{k['target_r']}")
     elif "r" in k:
         parts.append(f"r{k['r']}")
+    if "alpha" in k:
+        parts.append(f"a{k['alpha']:g}")
     if "prefix_positions" in k:
         parts.append(f"p{k['prefix_positions']}+s{k.get('suffix_positions', 0)}")
     if "target_modules" in k:

@@ -58,8 +58,6 @@ def _axis(key: str, value) -> str:
     """`key=v1,v2` from a YAML list or a sweep string."""
     if isinstance(value, (list, tuple)) or OmegaConf.is_list(value):
         value = ",".join(str(v) for v in value)
-    elif isinstance(value, str) and "${" in value:
-        value = f"'{value}'"  # an interpolation the job resolves (quoted: the grammar keeps it whole)
     return f"{key}={value}"
 
 

@@ -1,6 +1,8 @@
 """The offline W&B run, read back from its .wandb file: loss and rank series, the rank table and
 heatmap, the summary (final metrics and param report), grouping by sweep, no secrets in the config."""
 
+import json
+
 import pytest
 
 from conftest import run_tiny
@@ -19,8 +21,7 @@ def test_offline_wandb_run_reads_back(use_mirror, tmp_path, monkeypatch):
     rows = history(wandb_file)
     losses = {r["_step"]: r["train/loss"] for r in rows if "train/loss" in r}
     assert sorted(losses) == [2, 4, 6, 8, 10]
-    local = {e["step"]: e["train/loss"] for e in map(__import__("json").loads,
-                                                     (run_dir / "metrics.jsonl").read_text().splitlines())
+    local = {e["step"]: e["train/loss"] for e in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines())
              if "train/loss" in e}
     assert losses == pytest.approx(local)  # the same series as the local record
     rank_keys = {k for r in rows for k in r if k.startswith("rank/") and k not in ("rank/total", "rank/budget")}
