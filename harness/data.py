@@ -119,6 +119,16 @@ class TaskData:
     eval_sets: Dict[str, EvalSet]
     collate: object
     train_tokens_mean: float
+    sources: Dict[str, dict]  # split -> what identifies its content (file sha256 / hub fingerprint)
+
+
+def source_identity(task_cfg, split: str, ds) -> dict:
+    """sha256 of the mirror file, or the hub dataset's fingerprint (datasets hashes the files)."""
+    from harness.provenance import file_sha256
+    path = _mirror_file(task_cfg, split)
+    if path is not None:
+        return {"path": str(path.resolve()), "sha256": file_sha256(path), "rows": len(ds)}
+    return {"hub": task_cfg.dataset, "subset": task_cfg.subset, "fingerprint": ds._fingerprint, "rows": len(ds)}
 
 
 _PREPARED: dict = {}  # in-process cache: sweep jobs of one process share the tokenized data
@@ -141,15 +151,18 @@ def _prepare(cfg, tokenizer, model_inputs) -> TaskData:
     task = cfg.task
     keep = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in model_inputs]
     train = load_split(task, task.train_split)
+    sources = {task.train_split: source_identity(task, task.train_split, train)}
     if task.max_train_samples is not None and task.max_train_samples < len(train):
         train = train.shuffle(seed=SUBSET_SEED).select(range(task.max_train_samples))
     train = tokenize(train, task, tokenizer, keep)
     collate = DataCollatorWithPadding(tokenizer)
-    eval_sets = {tag: _eval_set(tokenize(load_split(task, split), task, tokenizer, keep), collate,
-                                cfg.train.eval_batch_size)
-                 for tag, split in task.eval_splits.items()}
+    eval_sets = {}
+    for tag, split in task.eval_splits.items():
+        raw = load_split(task, split)
+        sources[split] = source_identity(task, split, raw)
+        eval_sets[tag] = _eval_set(tokenize(raw, task, tokenizer, keep), collate, cfg.train.eval_batch_size)
     mean_len = float(np.mean([len(x) for x in train["input_ids"]]))
-    return TaskData(train=train, eval_sets=eval_sets, collate=collate, train_tokens_mean=mean_len)
+    return TaskData(train=train, eval_sets=eval_sets, collate=collate, train_tokens_mean=mean_len, sources=sources)
 
 
 class TrainBatches:

@@ -21,6 +21,7 @@ PROTOCOLS: Registry = Registry("eval protocol")
 
 class LastProtocol:
     name = "last"
+    reported_part = "full"
 
     def __init__(self, report_metric: str, split_seed: int):
         self.report_metric = report_metric
@@ -29,8 +30,10 @@ class LastProtocol:
     def partitions(self, n: int) -> Dict[str, np.ndarray]:
         return {"full": np.arange(n)}
 
-    def update(self, step: int, by_part: Dict[str, dict]) -> None:
+    def update(self, step: int, by_part: Dict[str, dict]) -> bool:
+        """Record an evaluation; True when it is now the one reported."""
         self.history.append({"step": step, **by_part})
+        return True
 
     def result(self) -> tuple:
         last = self.history[-1]
@@ -39,6 +42,7 @@ class LastProtocol:
 
 class SplitValProtocol:
     name = "split_val"
+    reported_part = "report"
 
     def __init__(self, report_metric: str, split_seed: int):
         self.report_metric = report_metric
@@ -52,10 +56,12 @@ class SplitValProtocol:
         self.sizes = {"select": n_select, "report": n - n_select}  # last split wins; sizes are per split
         return {"select": np.sort(order[:n_select]), "report": np.sort(order[n_select:])}
 
-    def update(self, step: int, by_part: Dict[str, dict]) -> None:
+    def update(self, step: int, by_part: Dict[str, dict]) -> bool:
         score = by_part["select"][self.report_metric]
         if self.best is None or score > self.best["score"]:  # ties keep the earlier step
             self.best = {"step": step, "score": score, "report": dict(by_part["report"])}
+            return True
+        return False
 
     def result(self) -> tuple:
         b = self.best
@@ -79,6 +85,8 @@ class Evaluator:
         self.parts = {tag: protocol.partitions(len(es.labels)) for tag, es in eval_sets.items()}
         self.part_sizes = {tag: {p: int(len(ix)) for p, ix in parts.items()} for tag, parts in self.parts.items()}
         self.seconds = 0.0
+        # predictions on the reported part at the reported step (for the learned-nothing sentinel)
+        self.reported_predictions: Dict[str, list] = {}
 
     def _predict(self, model, eval_set) -> np.ndarray:
         import torch
@@ -107,7 +115,9 @@ class Evaluator:
                 suffix = "" if len(self.eval_sets) == 1 else f"_{tag}"
                 scores.update({f"{k}{suffix}": v for k, v in got.items()})
             by_part[part] = scores
-        self.protocol.update(step, by_part)
+        if self.protocol.update(step, by_part):
+            part = self.protocol.reported_part
+            self.reported_predictions = {tag: preds[tag][self.parts[tag][part]].tolist() for tag in preds}
         self.seconds += time.perf_counter() - start
         flat = {}
         for part, scores in by_part.items():
@@ -118,11 +128,35 @@ class Evaluator:
     def state_dict(self) -> dict:
         """What a resumed run needs: the protocol's history/best-so-far and the time spent."""
         import copy
-        return {"protocol": copy.deepcopy(vars(self.protocol)), "seconds": self.seconds}
+        return {"protocol": copy.deepcopy(vars(self.protocol)), "seconds": self.seconds,
+                "reported_predictions": copy.deepcopy(self.reported_predictions)}
 
     def load_state_dict(self, state: dict) -> None:
         vars(self.protocol).update(state["protocol"])
         self.seconds = state["seconds"]
+        self.reported_predictions = state.get("reported_predictions", {})
+
+    def baseline(self, train_labels, seed: int) -> dict:
+        """The learned-nothing sentinel (harness.baseline) on the split and part that are reported."""
+        from harness import baseline
+        tag, metric = self._report_split()
+        labels = self.eval_sets[tag].labels[self.parts[tag][self.protocol.reported_part]]
+        preds = np.asarray(self.reported_predictions[tag])
+        names = list(self.task.metrics)
+        return {"split": tag, "part": self.protocol.reported_part, "metric": metric,
+                **baseline.assess(metric, names, preds, labels, np.asarray(train_labels),
+                                  self.task.label_type == "regression", seed)}
+
+    def _report_split(self) -> tuple:
+        """(eval split tag, bare metric name) of the task's report metric ('accuracy_m' -> m, accuracy)."""
+        tags = list(self.eval_sets)
+        if len(tags) == 1:
+            return tags[0], self.task.report_metric
+        for tag in tags:
+            for m in self.task.metrics:
+                if self.task.report_metric == f"{m}_{tag}":
+                    return tag, m
+        raise ValueError(f"report metric {self.task.report_metric} names no eval split of {tags}")
 
     def result(self) -> tuple:
         reported, info = self.protocol.result()

@@ -39,7 +39,7 @@ def matthews_corr(pred, ref) -> float:
 
 def _correlation(fn, pred, ref) -> float:
     pred, ref = np.asarray(pred, dtype=np.float64), np.asarray(ref, dtype=np.float64)
-    if np.std(pred) == 0 or np.std(ref) == 0:
+    if np.ptp(pred) == 0 or np.ptp(ref) == 0:  # exact: a float std of a constant can be 1e-16
         return 0.0  # undefined for constant predictions (an untrained regressor); report 0, not NaN
     return float(fn(pred, ref)[0])
 

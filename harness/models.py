@@ -22,6 +22,9 @@ class BuiltModel:
     classifier: List[str]
     pooler: List[str]
     inferred: dict = field(default_factory=dict)
+    weights: dict = field(default_factory=dict)  # what identifies the base weights (provenance)
+    # head modules whose weights the checkpoint lacked (DeBERTa-v3's pooler): random, so they train
+    untrained_head: List[str] = field(default_factory=list)
 
 
 def resolve_location(spec: str) -> str:
@@ -36,13 +39,17 @@ def resolve_location(spec: str) -> str:
 
 
 def _load_tokenizer(spec: str, revision):
+    """A private copy of the cached tokenizer: a run (or a test) that sets its pad token must not
+    change what later runs of the same process see and record."""
+    import copy
+
     from transformers import AutoTokenizer
     if (spec, revision) not in _TOKENIZERS:
         try:
             _TOKENIZERS[(spec, revision)] = AutoTokenizer.from_pretrained(resolve_location(spec), revision=revision)
         except OSError as e:
             raise HarnessError(f"cannot load tokenizer '{spec}' ({str(e).splitlines()[0]})")
-    return _TOKENIZERS[(spec, revision)]
+    return copy.deepcopy(_TOKENIZERS[(spec, revision)])
 
 
 def _ensure_pad_token(tokenizer, arch: str) -> dict:
@@ -126,7 +133,8 @@ def build(cfg) -> BuiltModel:
     model.config.pad_token_id = tokenizer.pad_token_id  # decoders find the last real token with it
     classifier, pooler = _head_modules(model)
     built = BuiltModel(model=model, tokenizer=tokenizer, base_total=sum(p.numel() for p in model.parameters()),
-                       classifier=classifier, pooler=pooler)
+                       classifier=classifier, pooler=pooler, weights=_weights(mcfg, model),
+                       untrained_head=_not_in_checkpoint(pooler, newly_initialised, mcfg))
     built.inferred = {
         "pad_token": pad,
         "newly_initialised": {"value": newly_initialised, "reason": "not in the checkpoint"},
@@ -135,9 +143,29 @@ def build(cfg) -> BuiltModel:
     return built
 
 
+def _weights(mcfg, model) -> dict:
+    from harness.provenance import weights_identity
+    if mcfg.from_config is not None:
+        return weights_identity("", None, dict(mcfg.from_config))
+    identity = weights_identity(resolve_location(mcfg.pretrained), mcfg.revision)
+    if identity["kind"] == "hub":  # the commit the hub id resolved to
+        identity["resolved_commit"] = getattr(model.config, "_commit_hash", None)
+    return identity
+
+
+def _not_in_checkpoint(pooler: List[str], new_keys: List[str], mcfg) -> List[str]:
+    """Pooler modules a pretrained checkpoint does not provide (DeBERTa-v3): random layers that a
+    frozen-pooler policy would put between the encoder and the classifier."""
+    if mcfg.from_config is not None:
+        return []  # a random model: nothing comes from a checkpoint, the policy applies as written
+    return [m for m in pooler if any(k.startswith(m + ".") for k in new_keys)]
+
+
 def head_policy(built: BuiltModel, policy: str) -> tuple:
-    """(head modules that train, head modules kept frozen) under train.head."""
-    train = {"classifier": built.classifier, "classifier+pooler": built.classifier + built.pooler,
-             "none": []}[policy]
+    """(head modules that train, head modules kept frozen) under train.head. Under the default
+    policy a pooler the checkpoint lacked trains with the classifier (it is as random as the
+    classifier); `classifier+pooler` trains it anyway, `none` is taken literally."""
+    train = {"classifier": built.classifier + built.untrained_head,
+             "classifier+pooler": built.classifier + built.pooler, "none": []}[policy]
     frozen = [m for m in built.classifier + built.pooler if m not in train]
     return list(train), frozen

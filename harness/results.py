@@ -19,8 +19,14 @@ from typing import Optional
 SCHEMA_VERSION = 1
 RECORD_FILES = ("result.json", "metrics.jsonl", "config.yaml")
 SET_ASIDE = ("attempt-", "superseded-")  # folders holding earlier attempts, never moved again
-# Groups that change how a run is observed, not what it computes: left out of the identity.
+# Groups that change how a run is observed, not what it computes: left out of every identity.
 NOT_IDENTITY = ("logger",)
+# Settings that cannot change what a run computes (display, threads, eval batching, checkpoint
+# cadence, keeping the artifact): left out of run_id and config_id, still recorded in `config`.
+NON_SEMANTIC = {"train": ("progress", "num_threads", "eval_batch_size", "checkpoint_every", "save_artifact")}
+# What varies *within* one configuration (its seeds and its LR grid): left out of config_id only.
+# Methods add their own LR knobs and per-run paths through Method.identity_view.
+PER_RUN = {"train": ("seed", "base_lr"), "eval": ("split_seed",), "method": ("lr", "lr_multiplier")}
 
 
 def write_text_atomic(path: Path, text: str) -> None:
@@ -43,10 +49,40 @@ def write_json_atomic(path: Path, obj) -> None:
     write_text_atomic(path, json.dumps(obj, indent=2, default=str) + "\n")
 
 
+def _hash(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _without(resolved: dict, drop: dict) -> dict:
+    """A copy of resolved without the groups in NOT_IDENTITY and the {group: keys} in drop."""
+    core = {}
+    for group, value in resolved.items():
+        if group in NOT_IDENTITY:
+            continue
+        if isinstance(value, dict) and group in drop:
+            value = {k: v for k, v in value.items() if k not in drop[group]}
+        core[group] = value
+    return core
+
+
 def run_identity(resolved: dict) -> str:
-    """Hash of the resolved config without output paths and observation-only groups."""
-    core = {k: v for k, v in resolved.items() if k not in NOT_IDENTITY}
-    return hashlib.sha256(json.dumps(core, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    """One run: the resolved config without observation-only groups and non-semantic settings.
+    Output paths are not part of the config. Skip/resume in sweeps match on it."""
+    return _hash(_without(resolved, NON_SEMANTIC))
+
+
+def config_identity(resolved: dict) -> str:
+    """One configuration (what tables group by): run_identity without the seed and the learning
+    rate, so the seeds and LRs of a configuration share it and nothing else does. The method may
+    rewrite its own part (LoRI-S: its LR ratio is an LR, its source run is named by that run's
+    configuration, not by a per-seed path)."""
+    from harness.methods import METHODS
+    drop = {g: NON_SEMANTIC.get(g, ()) + PER_RUN.get(g, ()) for g in set(NON_SEMANTIC) | set(PER_RUN)}
+    core = _without(resolved, drop)
+    method = core.get("method")
+    if isinstance(method, dict) and method.get("kind") in METHODS:
+        core["method"] = METHODS.get(method["kind"]).identity_view(method)
+    return _hash(core)
 
 
 def read_record(run_dir: Path):
@@ -149,6 +185,7 @@ class RunRecord:
             "status": "running",
             "error": None,
             "run_id": run_identity(resolved),
+            "config_id": config_identity(resolved),
             "labels": labels,
             "seed": resolved["train"]["seed"],
             "overrides": list(overrides),

@@ -151,14 +151,19 @@ def _execute(cfg, record, tracker, method_cls, data_source, hub, run_dir):
         "lr": {"value": lr, "reason": lr_source(cfg)},
         "total_steps": {"value": total, "reason": "train.max_steps" if cfg.train.max_steps is not None
                         else f"train.epochs={cfg.train.epochs} x {len(task_data.train)} examples"},
-        "head": {"value": {"train": head_train, "frozen": head_frozen}, "reason": f"train.head={cfg.train.head}"},
+        "head": {"value": {"train": head_train, "frozen": head_frozen},
+                 "reason": f"train.head={cfg.train.head}" + (
+                     f"; {built.untrained_head} not in the checkpoint (random), so trained with the classifier"
+                     if built.untrained_head and cfg.train.head == "classifier" else "")},
     })
     inferred.update({k: {"value": v, "reason": f"chosen by method '{cfg.method.kind}'"}
                      for k, v in method.inferred.items()})
     _print_inferred(inferred)
     param_counts = params.param_report(model, built.classifier + built.pooler, built.base_total, method)
     print(f"[harness] params: {param_counts}")
-    record.update(inferred=inferred, params=param_counts, provenance=provenance.collect(runtime.device),
+    record.update(inferred=inferred, params=param_counts,
+                  provenance={**provenance.collect(runtime.device), "weights": built.weights,
+                              "data": task_data.sources},
                   data={"train_examples": len(task_data.train),
                         "eval_examples": {t: len(es.labels) for t, es in task_data.eval_sets.items()},
                         "train_tokens_mean": task_data.train_tokens_mean})
@@ -174,6 +179,13 @@ def _execute(cfg, record, tracker, method_cls, data_source, hub, run_dir):
                          faults=Injector(_run_name(cfg)))
     reported, evaluation = evaluator.result()
     _finish_method(cfg, record, method, model, run_dir, result, built.classifier + built.pooler, built.base_total)
+    base = evaluator.baseline(task_data.train["labels"], cfg.train.seed)
+    if base["at_baseline"]:
+        record.data["flags"].append("at_baseline")
+        print(f"[harness] warning: indistinguishable from the {base['predictor']} predictor"
+              f" ({cfg.task.report_metric} {reported[cfg.task.report_metric]:.4f} vs"
+              f" {base['metrics'][base['metric']]:.4f}): flagged at_baseline")
+    record.update(baseline=base)
     record.update(metrics=reported, evaluation=evaluation, cost={
         "train_seconds": result.train_seconds,
         "eval_seconds": evaluator.seconds,

@@ -42,10 +42,11 @@ class GridSweeperConf:
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 
 
-def lr_grid(method: str, factors) -> str:
+def lr_grid(method: str, factors, knob: str = "lr_multiplier") -> str:
     """`${lr_grid:lora,[0.3,1,3]}` -> "3,10,30": LR multipliers (of the FullFT LR) around a
-    method's own anchor, the lr_multiplier in conf/method/<method>.yaml (held there only)."""
-    anchor = float(OmegaConf.load(CONF_DIR / "method" / f"{method}.yaml").lr_multiplier)
+    method's own anchor, the lr_multiplier in conf/method/<method>.yaml (held there only).
+    A method whose LR is relative to something else names its knob: `${lr_grid:lori_s,[1,3],lr_ratio}`."""
+    anchor = float(OmegaConf.load(CONF_DIR / "method" / f"{method}.yaml")[knob])
     return ",".join(f"{anchor * float(f):g}" for f in factors)
 
 
@@ -139,12 +140,14 @@ class GridSweeper(Sweeper):
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
         invocation = uuid.uuid4().hex[:12]
+        from harness import provenance
+        code = provenance.start_invocation()  # one code version for every job of this invocation
         os.environ[sweep_log.INVOCATION_ENV] = invocation
         os.environ[sweep_log.TOTAL_ENV] = str(len(jobs))
         started = time.time()
         sweep_log.append(sweep_dir / sweep_log.INVOCATIONS, {
             "event": "start", "invocation": invocation, "time": started, "argv": sys.argv,
-            "jobs": len(jobs), "blocks": [len(b) for b in blocks],
+            "jobs": len(jobs), "blocks": [len(b) for b in blocks], "code": code,
             "launcher": self.config.hydra.launcher.get("_target_")})
         print(f"[sweep] {len(jobs)} jobs ({' + '.join(str(len(b)) for b in blocks)} over {len(blocks)} blocks)"
               f" -> {sweep_dir}", flush=True)

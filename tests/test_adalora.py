@@ -17,7 +17,7 @@ def test_total_rank_falls_to_target_budget_non_uniformly(use_mirror, tmp_path, a
     ranks = record["ranks"]
     assert ranks["initial_total"] == 6 * N_MODULES and ranks["final_total"] == 2 * N_MODULES
     assert len(set(ranks["final"].values())) > 1, "per-module ranks should be non-uniform"
-    assert record["flags"] == [] and record["method_report"]["ranks_moved"] is True
+    assert "ranks_never_moved" not in record["flags"] and record["method_report"]["ranks_moved"] is True
     budgets = [h["budget"] for h in ranks["history"]]
     assert budgets == sorted(budgets, reverse=True) and budgets[0] == 72 and budgets[-1] == 24
     events = [json.loads(x) for x in (tmp_path / "run/metrics.jsonl").read_text().splitlines()]
@@ -34,7 +34,7 @@ def test_without_the_allocation_hook_ranks_never_move_and_are_flagged(use_mirror
     monkeypatch.setattr(AdaLora, "on_optimizer_step", lambda self, step, model: None)
     record = run_tiny(tmp_path / "run", *SCHEDULE)
     assert record["ranks"]["final_total"] == 6 * N_MODULES
-    assert record["flags"] == ["ranks_never_moved"]
+    assert "ranks_never_moved" in record["flags"]
 
 
 def test_task_loss_is_logged_apart_from_the_regulariser(use_mirror, tmp_path):

@@ -77,3 +77,17 @@ def test_lori_s_fails_clearly_without_its_lori_d_run(lori_d_run, tmp_path, args,
     source = () if args and args[0].startswith("method.source_run") or not args else (f"method.source_run={lori_d_run}",)
     with pytest.raises(HarnessError, match=fragment):
         run_tiny(tmp_path / "s", "method=lori_s", *source, *args)
+
+
+def test_lori_s_takes_the_lori_d_run_whose_lr_won_on_the_selection_split():
+    """Not the first directory: the LR with the best mean selection score over seeds, this seed's run."""
+    from harness.methods.lori import best_lr_run
+
+    def rec(lr, seed, select, report):
+        return {"inferred": {"lr": {"value": lr}}, "seed": seed, "report_metric": "accuracy",
+                "metrics": {"accuracy": report}, "evaluation": {"selection_score": select}}
+    candidates = [(rec(1e-4, 1, 0.60, 0.99), "a-lr1e-4-s1"), (rec(1e-4, 2, 0.62, 0.99), "a-lr1e-4-s2"),
+                  (rec(1e-3, 1, 0.70, 0.50), "b-lr1e-3-s1"), (rec(1e-3, 2, 0.66, 0.50), "b-lr1e-3-s2")]
+    assert best_lr_run(candidates, 2) == "b-lr1e-3-s2"  # best selection mean, though its reported score is worst
+    assert best_lr_run(candidates[:2], 1) == "a-lr1e-4-s1"
+    assert best_lr_run(candidates, 3) == ""  # no run of this seed

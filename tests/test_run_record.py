@@ -8,7 +8,7 @@ from conftest import run_tiny
 
 RESULT_KEYS = {"schema_version", "status", "error", "run_id", "labels", "seed", "overrides", "started_at",
                "finished_at", "report_metric", "metrics", "evaluation", "params", "cost", "inferred",
-               "provenance", "config", "data", "ranks", "method_report", "flags", "attempts"}
+               "provenance", "config", "data", "ranks", "method_report", "flags", "attempts", "config_id", "baseline"}
 PARAM_KEYS = {"adapter", "head", "trainable", "base_total", "stored", "nonzero", "adapter_pct_of_base",
               "trainable_pct_of_base"}
 COST_KEYS = {"train_seconds", "eval_seconds", "wall_seconds", "steps", "step_seconds_median", "tokens_per_second",
@@ -35,8 +35,16 @@ def test_tiny_run_writes_complete_record(use_mirror, tmp_path):
     assert INFERRED_KEYS <= set(on_disk["inferred"]) and "target_modules" in on_disk["inferred"]
     assert on_disk["labels"] == {"task": "sst2", "task_version": "1", "model": "tiny_bert", "model_version": "1",
                                  "method": "lora", "method_kind": "lora", "method_version": "1"}
+    assert len(on_disk["config_id"]) == 16 and on_disk["config_id"] != on_disk["run_id"]
+    base = on_disk["baseline"]
+    assert base["predictor"] == "majority" and set(base["metrics"]) == {"accuracy"} and base["part"] == "full"
+    assert sum(base["prediction_distribution"].values()) == sum(base["label_distribution"].values()) == 40
+    assert base["prior_loss"] == pytest.approx(0.6931, abs=1e-3)  # the synthetic mirror is balanced
+    assert ("at_baseline" in on_disk["flags"]) == base["at_baseline"]
     prov = on_disk["provenance"]
-    assert {"git_sha", "git_dirty", "packages", "device"} <= set(prov) and prov["packages"]["peft"] == "0.21.2"
+    assert {"git_sha", "git_dirty", "git_diff_sha256", "packages", "device", "weights", "data"} <= set(prov)
+    assert prov["packages"]["peft"] == "0.21.2" and prov["weights"]["kind"] == "random init from config"
+    assert set(prov["data"]) == {"train", "validation"} and len(prov["data"]["train"]["sha256"]) == 64
     assert (tmp_path / "run/config.yaml").is_file()
 
     events = _events(tmp_path / "run")

@@ -11,6 +11,7 @@ from omegaconf import OmegaConf
 
 from conftest import CONF, cli, compose
 from harness.config import validate
+from harness.methods.adalora import schedule
 from harness.sweeper import plan
 
 # Counts asserted, so a sweep whose grid silently changes fails here.
@@ -52,7 +53,23 @@ def test_learning_rates_interpolate_the_method_anchor():
         cfg = compose(*job)
         assert cfg.method.lr_multiplier / anchors[cfg.method.label] in (0.3, 1, 3)
     adalora = compose(*_jobs("adalora_budget")[0])
-    assert (adalora.method.tinit, adalora.method.tfinal, adalora.method.deltaT) == (10, 30, 5)  # of 100 steps
+    assert schedule(adalora.method, adalora.train.max_steps) == {"tinit": 10, "tfinal": 30, "deltaT": 5}
+
+
+METHODS = sorted(p.stem for p in (CONF / "method").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED_JOBS))
+def test_every_sweep_accepts_every_method(name):
+    """Method defaults fit every sweep's budget: `+sweep=NAME method=M` validates for every M (each
+    job of the sweep with its method replaced). LoRI-S needs a finished LoRI-D run: checked when it runs."""
+    jobs = _jobs(name)
+    for method in METHODS:
+        if method == "lori_s":
+            continue
+        for job in jobs[:3]:
+            cfg = compose(*[o for o in job if not o.startswith(("method", "+method"))], f"method={method}")
+            validate(cfg)
 
 
 def _records(sweep_dir: Path):

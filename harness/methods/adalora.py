@@ -4,6 +4,8 @@
   zero_grad() (it needs the gradients), with the optimizer-step count 1..total_steps (never
   micro-batches), so the final masking at step total - tfinal is always reached.
 - `total_step` is the run's real number of optimizer steps (ApplyContext.total_steps), never typed.
+- The budget schedule (tinit, tfinal, deltaT) is a fraction of the run by default, so it fits every
+  budget a sweep chooses; absolute steps override a fraction when set. Resolved values are recorded.
 - Live ranks come from peft_config[...].rank_pattern (None until the first masking step), not from
   `ranknum`, which never changes. A run whose ranks never moved is flagged.
 - peft returns CE + orth_reg_weight * regulariser as the loss; the loop logs the task loss apart.
@@ -11,6 +13,7 @@
 
 import re
 from dataclasses import dataclass
+from typing import Dict, Optional
 
 from harness.errors import HarnessError
 from harness.methods import register
@@ -26,19 +29,36 @@ class AdaLoraMethodConfig(MethodConfig):
     target_r: int = 8  # average final rank per module
     alpha: float = 16.0
     dropout: float = 0.0
-    tinit: int = 0  # steps at full budget before pruning starts
-    tfinal: int = 0  # steps at the final budget at the end
-    deltaT: int = 1  # steps between budget reallocations
+    # Schedule as fractions of the run's optimizer steps (fit any budget) ...
+    tinit_fraction: float = 0.1  # at full budget before pruning starts
+    tfinal_fraction: float = 0.3  # at the final budget at the end
+    deltaT_fraction: float = 0.05  # between budget reallocations
+    # ... or in absolute steps, which override the fraction when set.
+    tinit: Optional[int] = None
+    tfinal: Optional[int] = None
+    deltaT: Optional[int] = None
     beta1: float = 0.85
     beta2: float = 0.85
     orth_reg_weight: float = 0.5
     target_modules: str = "all_linear"
 
 
-def check_schedule(mcfg, total: int) -> None:
-    if mcfg.tinit >= total - mcfg.tfinal:
-        raise HarnessError(f"AdaLoRA schedule leaves no budgeting phase: tinit={mcfg.tinit} >= total steps"
-                           f" {total} - tfinal={mcfg.tfinal}")
+def schedule(mcfg, total: int) -> Dict[str, int]:
+    """{tinit, tfinal, deltaT} in optimizer steps of a run of `total` steps."""
+    def steps(name: str, minimum: int) -> int:
+        absolute = getattr(mcfg, name)
+        if absolute is not None:
+            return int(absolute)
+        return max(minimum, int(round(total * getattr(mcfg, f"{name}_fraction"))))
+    return {"tinit": steps("tinit", 0), "tfinal": steps("tfinal", 0), "deltaT": steps("deltaT", 1)}
+
+
+def check_schedule(mcfg, total: int) -> Dict[str, int]:
+    s = schedule(mcfg, total)
+    if s["tinit"] >= total - s["tfinal"]:
+        raise HarnessError(f"AdaLoRA schedule leaves no budgeting phase: tinit={s['tinit']} >= total steps"
+                           f" {total} - tfinal={s['tfinal']}")
+    return s
 
 
 @register
@@ -53,16 +73,16 @@ class AdaLora(PeftMethod):
         check_dropout(mcfg.dropout)
         if mcfg.target_r > mcfg.init_r:
             raise HarnessError(f"method.target_r={mcfg.target_r} exceeds method.init_r={mcfg.init_r}")
-        if mcfg.tinit < 0 or mcfg.tfinal < 0 or mcfg.deltaT < 1:
+        if any(v is not None and v < 0 for v in (mcfg.tinit, mcfg.tfinal)) or (
+                mcfg.deltaT is not None and mcfg.deltaT < 1):
             raise HarnessError("method.tinit and method.tfinal must be >= 0 and method.deltaT >= 1")
+        for name in ("tinit_fraction", "tfinal_fraction", "deltaT_fraction"):
+            if not 0 <= getattr(mcfg, name) < 1:
+                raise HarnessError(f"method.{name} must be in [0, 1) (got {getattr(mcfg, name)})")
         if mcfg.orth_reg_weight < 0:
             raise HarnessError(f"method.orth_reg_weight must be >= 0 (got {mcfg.orth_reg_weight})")
         if cfg.train.max_steps is not None:
             check_schedule(mcfg, cfg.train.max_steps)
-
-    def __init__(self, cfg):
-        super().__init__(cfg)
-        self.rank_interval = cfg.deltaT
 
     def describe(self, model, targets) -> dict:
         c = self.cfg
@@ -72,10 +92,12 @@ class AdaLora(PeftMethod):
     def peft_config(self, targets, ctx: ApplyContext):
         from peft import AdaLoraConfig
         c = self.cfg
-        check_schedule(c, ctx.total_steps)
+        steps = check_schedule(c, ctx.total_steps)
+        self.rank_interval = steps["deltaT"]  # log ranks at every reallocation
         self.inferred["total_step"] = ctx.total_steps
+        self.inferred["schedule"] = steps
         return AdaLoraConfig(init_r=c.init_r, target_r=c.target_r, lora_alpha=c.alpha, lora_dropout=c.dropout,
-                             tinit=c.tinit, tfinal=c.tfinal, deltaT=c.deltaT, beta1=c.beta1, beta2=c.beta2,
+                             beta1=c.beta1, beta2=c.beta2, **steps,
                              orth_reg_weight=c.orth_reg_weight, total_step=ctx.total_steps,
                              target_modules=targets, **self.head_kwargs(ctx))
 

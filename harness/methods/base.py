@@ -51,6 +51,12 @@ class Method:
         return default_lr, default_reason
 
     @classmethod
+    def identity_view(cls, method: dict) -> dict:
+        """The method's part of config_id (shared lr/lr_multiplier already removed): drop knobs
+        that are learning rates and replace per-run paths by what they stand for. Default: as is."""
+        return method
+
+    @classmethod
     def min_max_length(cls, mcfg) -> int:
         """Smallest task.max_length the method can work with (ReFT positions need room)."""
         return 1

@@ -103,24 +103,47 @@ def _source_record(mcfg) -> dict:
     return record
 
 
+def _selection_score(record: dict):
+    """What LR selection may look at: the protocol's selection part, or the reported metric under
+    the 'last' protocol (which has no separate selection part)."""
+    evaluation = record.get("evaluation", {})
+    if "selection_score" in evaluation:
+        return evaluation["selection_score"]
+    return record.get("metrics", {}).get(record.get("report_metric"))
+
+
 def find_lori_d_run(task: str, model: str, seed) -> str:
-    """Default of lori_s's method.source_run (conf/method/lori_s.yaml): in a sweep, the directory of
-    this sweep's successful lori_d run with the same task, model and seed; '' outside a sweep or
-    when there is none yet, which validation then reports. Lets a staged sweep chain LoRI-D -> LoRI-S."""
+    """Default of lori_s's method.source_run (conf/method/lori_s.yaml): in a sweep, this sweep's
+    successful lori_d run with the same task, model and seed, at the LR whose mean selection score
+    over seeds is best ('' outside a sweep or when there is none yet, which validation reports).
+    Lets a staged sweep chain LoRI-D -> LoRI-S."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
     if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
         return ""
-    sweep_dir = Path(HydraConfig.get().sweep.dir)
-    for path in sorted(sweep_dir.rglob("result.json")):
+    candidates = []  # (record, directory) of successful lori_d runs of this task and model
+    for path in sorted(Path(HydraConfig.get().sweep.dir).glob("*/result.json")):
         try:
             record = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError):
             continue
         labels = record.get("labels", {})
         if (record.get("status") == "success" and labels.get("method_kind") == "lori_d"
-                and labels.get("task") == task and labels.get("model") == model and str(record.get("seed")) == str(seed)):
-            return str(path.parent)
+                and labels.get("task") == task and labels.get("model") == model):
+            candidates.append((record, path.parent))
+    return best_lr_run(candidates, seed)
+
+
+def best_lr_run(candidates, seed) -> str:
+    """The run of `seed` at the LR with the best mean selection score over all seeds run at it."""
+    by_lr = {}
+    for record, run_dir in candidates:
+        by_lr.setdefault(record["inferred"]["lr"]["value"], []).append((record, run_dir))
+    ranked = sorted(by_lr, key=lambda lr: -sum(_selection_score(r) for r, _ in by_lr[lr]) / len(by_lr[lr]))
+    for lr in ranked:
+        for record, run_dir in by_lr[lr]:
+            if str(record.get("seed")) == str(seed):
+                return str(run_dir)
     return ""
 
 
@@ -139,6 +162,20 @@ class LoriS(Lora):
             raise HarnessError(f"lori_s: the lori_d run used model '{record['labels']['model']}', not '{cfg.model.name}'")
         if mcfg.lr_ratio <= 0:
             raise HarnessError(f"method.lr_ratio must be > 0 (got {mcfg.lr_ratio})")
+
+    @classmethod
+    def identity_view(cls, method: dict) -> dict:
+        """lr_ratio is an LR knob; the source run is named by its configuration (its config_id),
+        since its path differs per seed and per LR while the configuration does not."""
+        from harness.results import config_identity
+        view = {k: v for k, v in method.items() if k not in ("lr_ratio", "source_run")}
+        path = Path(method.get("source_run") or "") / "result.json"
+        if method.get("source_run") and path.is_file():
+            source = json.loads(path.read_text())
+            view["source_config_id"] = source.get("config_id") or config_identity(source["config"])
+        else:
+            view["source_config_id"] = None
+        return view
 
     @classmethod
     def resolve_lr(cls, mcfg, default_lr, default_reason):
