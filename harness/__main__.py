@@ -53,7 +53,9 @@ def _sweep_job(cfg, run_dir: Path, sweep_dir: Path, job_num: int) -> str:
     try:
         record = run_job(cfg, run_dir, sweep_dir=sweep_dir)
         run_id = record["run_id"]
-        if record.get("skipped"):
+        if record.get("held_by"):  # another invocation of this sweep is running this job now
+            outcome, message = "held", f"being run by another process ({record['held_by']})"
+        elif record.get("skipped"):
             outcome, record_dir = "skipped", Path(record["record_dir"])
     except Exception as exc:  # noqa: BLE001 - isolate the failure; KeyboardInterrupt/SystemExit still stop
         line, _ = describe(exc)

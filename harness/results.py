@@ -19,6 +19,7 @@ from typing import Optional
 SCHEMA_VERSION = 1
 RECORD_FILES = ("result.json", "metrics.jsonl", "config.yaml")
 SET_ASIDE = ("attempt-", "superseded-")  # folders holding earlier attempts, never moved again
+LOCK_FILE = ".lock"  # held by the process writing this run directory (RunLock)
 # Groups that change how a run is observed, not what it computes: left out of every identity.
 NOT_IDENTITY = ("logger",)
 # Settings that cannot change what a run computes (display, threads, eval batching, checkpoint
@@ -106,6 +107,55 @@ def find_success(sweep_dir: Path, run_id: str) -> Optional[dict]:
     return None
 
 
+class RunLock:
+    """Exclusive lock on a run directory: a POSIX record lock (fcntl.lockf, which NFS honours
+    through lockd, unlike flock on some systems) on <run_dir>/.lock, held for the whole run and
+    released by the OS if the process dies (kill -9 included). The file names its holder."""
+
+    def __init__(self, run_dir: Path):
+        self.path = Path(run_dir) / LOCK_FILE
+        self._fh = None
+
+    def acquire(self) -> bool:
+        """True if this process now holds the lock; False (at once) if another process does."""
+        import fcntl
+        import socket
+        fh = open(self.path, "a+", encoding="utf-8")
+        try:
+            fcntl.lockf(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            fh.close()
+            return False
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+        fh.flush()
+        self._fh = fh
+        return True
+
+    def holder(self) -> str:
+        try:
+            return self.path.read_text().strip() or "unknown holder"
+        except OSError:
+            return "unknown holder"
+
+    def release(self) -> None:
+        """Unlock; a directory left holding only the lock file (a refused run) is removed."""
+        if self._fh is None:
+            return
+        run_dir = self.path.parent
+        if [e.name for e in run_dir.iterdir()] == [LOCK_FILE]:
+            self.path.unlink()
+            run_dir.rmdir()
+        self._fh.close()  # closing releases the lock
+        self._fh = None
+
+
+def _entries(run_dir: Path):
+    """What a run directory holds, apart from its lock and earlier set-aside attempts."""
+    return [e for e in run_dir.iterdir() if e.name != LOCK_FILE and not e.name.startswith(SET_ASIDE)]
+
+
 @dataclass
 class Preparation:
     """What to do in a run directory: 'fresh' (start), 'resume' (continue from its checkpoint) or
@@ -123,8 +173,8 @@ def _move_aside(run_dir: Path, prefix: str) -> Path:
         k += 1
     aside = run_dir / f"{prefix}-{k}"
     aside.mkdir()
-    for entry in run_dir.iterdir():
-        if entry != aside and not entry.name.startswith(SET_ASIDE):
+    for entry in _entries(run_dir):
+        if entry != aside:
             os.replace(entry, aside / entry.name)
     return aside
 
@@ -157,7 +207,7 @@ def prepare_run_dir(run_dir: Path, run_id: str, in_sweep: bool = False) -> Prepa
         _truncate_events(run_dir / "metrics.jsonl", meta["step"])
         return Preparation("resume", note=f"resuming from the checkpoint at step {meta['step']}",
                            previous=previous, resume_step=meta["step"])
-    if not any(e for e in run_dir.iterdir() if not e.name.startswith(SET_ASIDE)):
+    if not _entries(run_dir):
         return Preparation("fresh")
     aside = _move_aside(run_dir, "attempt")
     return Preparation("fresh", note=f"earlier attempt's files moved to {aside}")

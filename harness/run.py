@@ -48,10 +48,9 @@ def run_job(cfg, run_dir: Path, overrides=(), sweep_dir: Path = None) -> dict:
     earlier record is returned with "skipped": True.
     """
     from harness import data as data_mod
-    from harness import preemption
     from harness.hub import configure_hub
     from harness.methods import METHODS
-    from harness.results import RunRecord, find_success, prepare_run_dir, run_identity, write_text_atomic
+    from harness.results import RunLock, find_success, run_identity
 
     run_dir = Path(run_dir)
     hub = configure_hub()
@@ -65,6 +64,30 @@ def run_job(cfg, run_dir: Path, overrides=(), sweep_dir: Path = None) -> dict:
         return {**done, "skipped": True}
     data_source = data_mod.check_available(cfg.task)
     run_dir.mkdir(parents=True, exist_ok=True)
+    lock = RunLock(run_dir)
+    if not lock.acquire():  # another process is writing this run: never two writers on one run
+        return _held_elsewhere(lock, run_id, run_dir, in_sweep=sweep_dir is not None)
+    try:
+        return _run_locked(cfg, run_dir, run_id, resolved, method_cls, data_source, hub, overrides, sweep_dir)
+    finally:
+        lock.release()
+
+
+def _held_elsewhere(lock, run_id: str, run_dir: Path, in_sweep: bool) -> dict:
+    """A sweep job another invocation is running is left to it (reported as 'held'); a single run
+    into a directory in use is refused."""
+    if not in_sweep:
+        raise HarnessError(f"{run_dir} is in use by another process ({lock.holder()}); wait for it to finish"
+                           " or choose another hydra.run.dir")
+    print(f"[harness] skipped: {run_dir} is being run by another process ({lock.holder()})")
+    return {"run_id": run_id, "record_dir": str(run_dir), "skipped": True, "held_by": lock.holder()}
+
+
+def _run_locked(cfg, run_dir, run_id, resolved, method_cls, data_source, hub, overrides, sweep_dir) -> dict:
+    """The rest of run_job, under the run directory's lock."""
+    from harness import preemption
+    from harness.results import RunRecord, prepare_run_dir, write_text_atomic
+
     prep = prepare_run_dir(run_dir, run_id, in_sweep=sweep_dir is not None)
     if prep.action == "skip":
         print(f"[harness] skipped: {run_id} already succeeded in {run_dir}")

@@ -47,7 +47,8 @@ def _duration(seconds: float) -> str:
 
 
 def counts(events: List[dict]) -> dict:
-    out = {"success": 0, "skipped": 0, "failed": 0}
+    """Outcomes: success, skipped (already done), failed, held (another invocation was running it)."""
+    out = {"success": 0, "skipped": 0, "failed": 0, "held": 0}
     for e in events:
         out[e["outcome"]] = out.get(e["outcome"], 0) + 1
     return out
@@ -61,7 +62,7 @@ def progress_line(sweep_dir: Path) -> str:
     starts = [e for e in read(Path(sweep_dir) / INVOCATIONS, invocation) if e.get("event") == "start"]
     c = counts(events)
     done = len(events)
-    ran = [e["seconds"] for e in events if e["outcome"] != "skipped"]
+    ran = [e["seconds"] for e in events if e["outcome"] not in ("skipped", "held")]
     elapsed = time.time() - starts[0]["time"] if starts else sum(ran)
     eta = (sum(ran) / len(ran)) * max(total - done, 0) if ran else 0.0
     return (f"[sweep] {done}/{total or '?'} jobs ({c['success']} ran, {c['skipped']} skipped, {c['failed']} failed)"
@@ -73,9 +74,12 @@ def summary(sweep_dir: Path, invocation: str, total: int, wall_seconds: float) -
     c = counts(events)
     lines = [f"[sweep] done in {_duration(wall_seconds)}: {total} jobs, {c['success']} succeeded,"
              f" {c['skipped']} skipped (already done), {c['failed']} failed"
+             + (f", {c['held']} left to another invocation running them" if c["held"] else "")
              + (f", {total - len(events)} without an outcome (killed?)" if len(events) < total else "")
              + f" -> {sweep_dir}"]
     for e in events:
         if e["outcome"] == "failed":
             lines.append(f"[sweep]   failed ({e['reason']}): {e['name'] or e['dir']}: {e['message']}")
+        elif e["outcome"] == "held":
+            lines.append(f"[sweep]   held: {e['dir']}: {e['message']}; run the sweep again once it has finished")
     return "\n".join(lines)

@@ -138,7 +138,9 @@ class GridSweeper(Sweeper):
         self.check(blocks)
         sweep_dir = Path(self.config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
-        OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
+        if not (sweep_dir / "multirun.yaml").exists():  # the first invocation's; each argv is in invocations.jsonl
+            from harness.results import write_text_atomic
+            write_text_atomic(sweep_dir / "multirun.yaml", OmegaConf.to_yaml(self.config))
         invocation = uuid.uuid4().hex[:12]
         from harness import provenance
         code = provenance.start_invocation()  # one code version for every job of this invocation

@@ -1,4 +1,4 @@
-"""`python -m harness.analysis SWEEP [SWEEP ...] [--name NAME] [--out DIR]`
+"""`python -m harness.analysis SWEEP [SWEEP ...] [--name NAME] [--out DIR] [--params trainable|stored|nonzero]`
 
 SWEEP is a sweep directory or a sweep name (sweeps/NAME). Writes DIR (default results/NAME) and
 prints the table."""
@@ -14,11 +14,14 @@ def main(argv=None) -> int:
     parser.add_argument("--name", help="results name (default: the first sweep's directory name)")
     parser.add_argument("--out", help="output directory (default: results/<name>)")
     parser.add_argument("--no-records", action="store_true", help="do not copy the run records into <out>/runs/")
+    parser.add_argument("--params", choices=("trainable", "stored", "nonzero"), default="trainable",
+                        help="Pareto x axis: adapter params trainable at init (default), stored in the saved"
+                             " artifact, or non-zero after training")
     args = parser.parse_args(argv)
     from harness.analysis import build, resolve_sweep, write
     try:
         dirs = [resolve_sweep(s) for s in args.sweeps]
-        report = build(dirs, args.name)
+        report = build(dirs, args.name, args.params)
     except (FileNotFoundError, ValueError) as e:
         print(f"harness.analysis: error: {str(e).splitlines()[0]}", file=sys.stderr)
         return 2

@@ -1,5 +1,13 @@
 """Sweep directories -> results/<sweep>/: table.md/.csv, runs.csv, paired.csv, failed.csv,
-pareto.png, lr_sweep.png, loss_curves.png, ranks.png and study.json (commands, git SHA, wall time)."""
+pareto.png, lr_sweep.png, loss_curves.png, ranks.png and study.json (commands, git SHA, wall time).
+
+`params` picks the Pareto plot's x axis: `trainable` (default) = adapter parameters trainable at
+init, head excluded. It is the default because it is the budget a method's config fixes and the
+one that sets optimizer memory and gradient work, every record has it (old ones too), and it
+treats the head alike for every method. `stored` (the saved artifact, head copy included where a
+method saves it) and `nonzero` (adapter entries left non-zero after training: AdaLoRA's pruned
+ranks, LoRI-S's masks) answer "what does it cost to keep/ship" and are drawn on request; records
+written before those counts existed have no point on those axes."""
 
 import json
 from dataclasses import dataclass, field
@@ -26,6 +34,7 @@ class Report:
     failed: pd.DataFrame
     ratio: dict
     study: dict
+    params: str = "trainable"
     markdown: str = ""
     figures: Dict[str, object] = field(default_factory=dict)
 
@@ -51,7 +60,9 @@ def _study(sweep_dirs, runs: pd.DataFrame) -> dict:
             "runs": int(len(runs)), "succeeded": int((runs["status"] == "success").sum())}
 
 
-def build(sweep_dirs, name: str = None) -> Report:
+def build(sweep_dirs, name: str = None, params: str = "trainable") -> Report:
+    if params not in figures.PARAM_AXES:
+        raise ValueError(f"params must be one of {sorted(figures.PARAM_AXES)} (got '{params}')")
     sweep_dirs = [Path(d) for d in sweep_dirs]
     name = name or sweep_dirs[0].name
     runs = load_runs(sweep_dirs)
@@ -62,15 +73,18 @@ def build(sweep_dirs, name: str = None) -> Report:
     table, curves = tables.config_table(runs), tables.lr_curves(runs)
     report = Report(name=name, sweep_dirs=sweep_dirs, runs=runs, table=table, curves=curves,
                     pairs=tables.paired(runs), failed=tables.failures(runs), ratio=tables.lr_ratio(runs),
-                    study=_study(sweep_dirs, runs))
+                    study=_study(sweep_dirs, runs), params=params)
     s = report.study
     notes = [f"{s['succeeded']} of {s['runs']} runs succeeded; git {', '.join(sha[:10] for sha in s['git_shas'])}"
              + (" (uncommitted changes in some runs)" if s["any_dirty"] else "") + f"; device {', '.join(s['devices'])}",
              "metric = the task's report metric on the protocol's reported split; best LR chosen on the"
-             " selection split (mean over seeds); adapter params exclude the task head (shown apart)"]
+             " selection split (mean over seeds); adapter params (trainable at init) and nonzero (after"
+             " training) exclude the task head (shown apart); stored = the saved artifact, with a head copy"
+             " where the method saves one; baseline = the constant predictor (majority class / mean target)"
+             f" on the reported split; Pareto x axis: {params} parameters"]
     report.markdown = tables.markdown(table, report.pairs, report.failed, report.ratio, f"Sweep: {name}", notes)
     best = tables.best_lrs(runs)
-    report.figures = {"pareto": figures.pareto(table), "lr_sweep": figures.lr_sweep(curves, report.ratio),
+    report.figures = {"pareto": figures.pareto(table, params), "lr_sweep": figures.lr_sweep(curves, report.ratio),
                       "loss_curves": figures.loss_curves(runs, best), "ranks": figures.ranks(runs)}
     for fig in report.figures.values():
         figures.plt.close(fig)  # detached from pyplot: shown only where the caller displays it

@@ -1,18 +1,36 @@
 """Per-configuration table, best-LR selection, the LoRA/FullFT optimal-LR ratio, paired
-comparisons with bootstrap confidence intervals, and the list of failed runs.
+comparisons, and the list of failed runs. Everything groups by `config_id`; `label` is display.
 
-Selection rule: for each method configuration, the best LR is the one with the highest mean
-*selection* score over seeds (the protocol's select part under split_val); the reported metric
-(mean ± sd over seeds) is then read at that LR. Failed runs never enter a mean: a configuration
-and LR with a failed seed is marked, and the failures are listed apart.
+Selection rule: for each configuration, the best LR is the one with the highest mean *selection*
+score over seeds (the protocol's select part under split_val); the reported metric (mean ± sd over
+seeds) is then read at that LR. Failed runs never enter a mean: a configuration and LR with a
+failed seed is marked, and the failures are listed apart. An optimum on the smallest or largest LR
+tried is flagged (`lr_edge`): the true optimum may lie outside the grid.
+
+Paired comparisons (studies have 3-5 seeds, so the statistics are the ones that stay honest at
+small n): per comparison the mean paired difference, a paired t 95% interval, an exact sign-flip
+permutation p-value (all 2^n flips for n <= 16; with n seeds it can never be below 2/2^n), Holm's
+correction over the comparisons of one table, and a bootstrap interval only from 10 seeds on
+(below that the bootstrap's interval is too narrow: it resamples from a handful of values).
+
+LR ratio: the optimum of each configuration is fitted per seed (parabola in log10 LR when >= 3
+LRs, else the best grid point); the log of LoRA's optimum over FullFT's is taken per seed and a t
+95% interval over seeds is reported on that log-ratio, then exponentiated. Only configurations
+with >= 2 LRs enter; with a single LR the ratio is "not measured".
 """
 
 from typing import Optional
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
-from harness.analysis.load import CONFIG_COLUMNS
+from harness.analysis.load import CONFIG_KEY, DISPLAY_COLUMNS
+
+EXACT_SIGN_FLIP_MAX_N = 16  # 2^16 = 65,536 flips: enumerate; beyond, sample
+RANDOM_SIGN_FLIPS = 100_000
+BOOTSTRAP_MIN_N = 10
+FEW_SEEDS = 5
 
 
 def succeeded(runs: pd.DataFrame) -> pd.DataFrame:
@@ -20,69 +38,104 @@ def succeeded(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def failures(runs: pd.DataFrame) -> pd.DataFrame:
-    cols = ["task", "method", "knobs", "lr", "seed", "status", "reason", "error", "dir"]
+    cols = ["task", "method", "knobs", "config_id", "lr", "seed", "status", "reason", "error", "dir"]
     return runs[runs["status"] != "success"][cols].sort_values(["task", "method", "knobs", "seed"])
 
 
+def at_lr(frame: pd.DataFrame, config_id: str, lr: float) -> pd.DataFrame:
+    """The rows of one configuration at one LR (LRs compared with a float tolerance)."""
+    return frame[(frame[CONFIG_KEY] == config_id) & np.isclose(frame["lr"].astype(float), lr)]
+
+
+# ---- LR curves and best-LR selection -------------------------------------------------------------
+
 def lr_curves(runs: pd.DataFrame) -> pd.DataFrame:
-    """Mean/sd of selection score and reported metric per configuration and LR."""
+    """Mean/sd of selection score and reported metric per configuration and LR; `lrs` = how many
+    LRs the configuration has (curves and fits use only those with >= 2)."""
     ok = succeeded(runs)
-    grouped = ok.groupby(CONFIG_COLUMNS + ["lr", "lr_multiple"], dropna=False)
-    return grouped.agg(select_mean=("select_score", "mean"), select_sd=("select_score", "std"),
-                       metric_mean=("metric", "mean"), metric_sd=("metric", "std"),
-                       seeds=("seed", "nunique")).reset_index()
+    grouped = ok.groupby([CONFIG_KEY, "lr"], dropna=False)
+    curves = grouped.agg(**{c: (c, "first") for c in DISPLAY_COLUMNS}, lr_multiple=("lr_multiple", "first"),
+                         select_mean=("select_score", "mean"), select_sd=("select_score", "std"),
+                         metric_mean=("metric", "mean"), metric_sd=("metric", "std"),
+                         baseline_metric=("baseline_metric", "mean"), seeds=("seed", "nunique")).reset_index()
+    curves["lrs"] = curves.groupby(CONFIG_KEY)["lr"].transform("size")
+    return curves
 
 
 def best_lrs(runs: pd.DataFrame) -> pd.DataFrame:
-    curves = lr_curves(runs)
-    idx = curves.groupby(CONFIG_COLUMNS, dropna=False)["select_mean"].idxmax()
-    return curves.loc[idx.dropna().astype(int)].reset_index(drop=True)
+    """One row of lr_curves per configuration: its LR with the best mean selection score (ties:
+    the smaller LR)."""
+    curves = lr_curves(runs).dropna(subset=["select_mean"])
+    ranked = curves.sort_values(["select_mean", "lr"], ascending=[False, True], kind="stable")
+    return ranked.drop_duplicates(CONFIG_KEY).sort_values(["task", CONFIG_KEY]).reset_index(drop=True)
 
 
-def _flags(rows: pd.DataFrame, failed: pd.DataFrame) -> str:
-    out = []
+def lr_edge(lrs_tried, best_lr: float) -> str:
+    """'low' / 'high' when the best LR is the smallest / largest of >= 2 LRs tried, else ''. LRs
+    whose runs all failed count as tried: a diverged larger LR bounds the optimum from above."""
+    grid = np.unique(np.asarray(lrs_tried, float))
+    if len(grid) < 2:
+        return ""
+    if np.isclose(best_lr, grid.min()):
+        return "low"
+    return "high" if np.isclose(best_lr, grid.max()) else ""
+
+
+# ---- the per-configuration table -----------------------------------------------------------------
+
+def _count(mask, text: str, n: int) -> list:
+    k = int(np.sum(mask))
+    return [f"{text} ({k}/{n})"] if k else []
+
+
+def _flags(rows: pd.DataFrame, failed: pd.DataFrame, edge: str) -> str:
     n = len(rows)
-    never_moved = sum("ranks_never_moved" in f for f in rows["flags"])
-    if never_moved:
-        out.append(f"ranks never moved ({never_moved}/{n})")
-    flat = int(rows["loss_flag"].sum())
-    if flat:
-        out.append(f"loss never fell ({flat}/{n})")
+    out = (_count(["ranks_never_moved" in f for f in rows["flags"]], "ranks never moved", n)
+           + _count(rows["at_baseline"], "at_baseline", n)
+           + _count(rows["loss_at_prior"], "loss at class prior", n)
+           + _count(rows["loss_never_fell"], "loss never fell", n))
+    if edge:
+        out.append(f"best LR at grid edge ({edge})")
     for reason, count in failed["reason"].value_counts().items():
         out.append(f"{reason} ({count} run{'s' if count > 1 else ''})")
     return "; ".join(out)
 
 
-def config_table(runs: pd.DataFrame) -> pd.DataFrame:
-    """One row per method configuration, at its best LR."""
-    best = best_lrs(runs)
-    rows = []
-    for _, b in best.iterrows():
-        key = (runs[CONFIG_COLUMNS] == b[CONFIG_COLUMNS]).all(axis=1)
-        at_lr = runs[key & np.isclose(runs["lr"].astype(float), b["lr"])]
-        ok, failed = succeeded(at_lr), at_lr[at_lr["status"] != "success"]
-        all_failed = runs[key & (runs["status"] != "success")]
-        first = ok.iloc[0]
-        rows.append({
-            **{c: b[c] for c in CONFIG_COLUMNS},
-            "adapter_params": int(first["adapter_params"]), "head_params": int(first["head_params"]),
-            "pct_of_base": first["pct_of_base"], "metric_name": first["metric_name"],
-            "metric_mean": ok["metric"].mean(), "metric_sd": ok["metric"].std(ddof=1) if len(ok) > 1 else np.nan,
-            "seeds": ok["seed"].nunique(), "best_lr": b["lr"], "lr_multiple_of_fullft": b["lr_multiple"],
-            "lrs_tried": runs[key]["lr"].nunique(), "select_mean": b["select_mean"],
-            "train_seconds": ok["train_seconds"].mean(), "peak_memory_mb": ok["peak_memory_mb"].mean(),
-            "flags": _flags(ok, all_failed),
-        })
-    table = pd.DataFrame(rows)
-    return table.sort_values(["task", "adapter_params"]).reset_index(drop=True) if len(table) else table
+def _config_row(runs: pd.DataFrame, best: pd.Series) -> dict:
+    mine = runs[runs[CONFIG_KEY] == best[CONFIG_KEY]]
+    ok = succeeded(at_lr(mine, best[CONFIG_KEY], best["lr"]))
+    first = ok.iloc[0]
+    edge = lr_edge(mine["lr"].dropna(), best["lr"])
+    return {
+        CONFIG_KEY: best[CONFIG_KEY], **{c: best[c] for c in DISPLAY_COLUMNS},
+        "adapter_params": int(first["adapter_params"]), "head_params": int(first["head_params"]),
+        # stored/nonzero can differ per seed (AdaLoRA's final ranks): mean over the seeds shown
+        "stored_params": ok["stored_params"].astype(float).mean(),
+        "nonzero_params": ok["nonzero_params"].astype(float).mean(),
+        "pct_of_base": first["pct_of_base"], "metric_name": first["metric_name"],
+        "metric_mean": ok["metric"].mean(), "metric_sd": ok["metric"].std(ddof=1) if len(ok) > 1 else np.nan,
+        "baseline_metric": ok["baseline_metric"].astype(float).mean(), "at_baseline": int(ok["at_baseline"].sum()),
+        "seeds": ok["seed"].nunique(), "best_lr": best["lr"], "lr_multiple_of_fullft": best["lr_multiple"],
+        "lrs_tried": mine["lr"].nunique(), "lr_edge": edge, "select_mean": best["select_mean"],
+        "train_seconds": ok["train_seconds"].mean(), "peak_memory_mb": ok["peak_memory_mb"].mean(),
+        "flags": _flags(ok, mine[mine["status"] != "success"], edge),
+    }
 
+
+def config_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """One row per configuration (config_id), at its best LR."""
+    table = pd.DataFrame([_config_row(runs, b) for _, b in best_lrs(runs).iterrows()])
+    return table.sort_values(["task", "adapter_params", "label"]).reset_index(drop=True) if len(table) else table
+
+
+# ---- the LoRA/FullFT optimal-LR ratio ------------------------------------------------------------
 
 def _optimum(lrs, scores) -> float:
     """Best LR: vertex of a parabola in log10(LR) when >= 3 points give a concave fit inside the
     grid, else the best grid point."""
     lrs, scores = np.asarray(lrs, float), np.asarray(scores, float)
     best = lrs[np.argmax(scores)]
-    if len(lrs) >= 3:
+    if len(np.unique(lrs)) >= 3:
         x = np.log10(lrs)
         a, b, _ = np.polyfit(x, scores, 2)
         if a < 0 and x.min() <= -b / (2 * a) <= x.max():
@@ -90,26 +143,96 @@ def _optimum(lrs, scores) -> float:
     return float(best)
 
 
-def lr_ratio(runs: pd.DataFrame) -> Optional[dict]:
-    """Fitted optimal LR of each LoRA configuration divided by FullFT's, per task; the geometric
-    mean over configurations is the headline ratio (LoRA Without Regret reports ~10x)."""
-    curves = lr_curves(runs)
-    out = []
-    for task, group in curves.groupby("task"):
-        full = group[group["method"] == "fullft"]
-        if full.empty:
-            continue
-        full_opt = _optimum(full["lr"], full["select_mean"])
-        for (method, knobs), g in group[group["method"] == "lora"].groupby(["method", "knobs"]):
-            out.append({"task": task, "knobs": knobs, "lora_opt_lr": _optimum(g["lr"], g["select_mean"]),
-                        "fullft_opt_lr": full_opt, "lrs": len(g)})
-    if not out:
-        return None
-    per = pd.DataFrame(out)
-    per["ratio"] = per["lora_opt_lr"] / per["fullft_opt_lr"]
-    return {"per_config": per, "ratio": float(np.exp(np.log(per["ratio"]).mean())),
-            "single_lr": bool((per["lrs"] < 2).all())}
+def optima_per_seed(runs: pd.DataFrame, config_id: str) -> pd.Series:
+    """{seed: fitted optimal LR} of one configuration, for the seeds that ran >= 2 LRs."""
+    ok = succeeded(runs[runs[CONFIG_KEY] == config_id]).dropna(subset=["select_score", "lr"])
+    by_seed = {seed: _optimum(g["lr"], g["select_score"]) for seed, g in ok.groupby("seed") if g["lr"].nunique() >= 2}
+    return pd.Series(by_seed, dtype=float)
 
+
+def t_interval(values, level: float = 0.95):
+    """Student-t interval for the mean of values ((nan, nan) below 2 values)."""
+    values = np.asarray(values, float)
+    if len(values) < 2:
+        return (np.nan, np.nan)
+    mean, sem = values.mean(), stats.sem(values)
+    if sem == 0:
+        return (mean, mean)
+    return tuple(stats.t.interval(level, df=len(values) - 1, loc=mean, scale=sem))
+
+
+def _fullft_reference(best_task: pd.DataFrame) -> Optional[pd.Series]:
+    """The task's FullFT configuration (the best by selection score if there are several)."""
+    full = best_task[best_task["method"] == "fullft"]
+    return None if full.empty else full.loc[full["select_mean"].idxmax()]
+
+
+def _ratio_rows(runs: pd.DataFrame, best_task: pd.DataFrame, full: pd.Series):
+    """Per LoRA configuration of one task: its row and its per-seed log-ratios."""
+    full_opt = optima_per_seed(runs, full[CONFIG_KEY])
+    full_lrs = runs[runs[CONFIG_KEY] == full[CONFIG_KEY]]["lr"].nunique()
+    rows, logs = [], []
+    for _, lora in best_task[best_task["method"] == "lora"].iterrows():
+        lora_opt = optima_per_seed(runs, lora[CONFIG_KEY])
+        seeds = lora_opt.index.intersection(full_opt.index)
+        log_ratio = np.log(lora_opt[seeds]) - np.log(full_opt[seeds])
+        low, high = t_interval(log_ratio)
+        rows.append({"task": lora["task"], CONFIG_KEY: lora[CONFIG_KEY], "label": lora["label"],
+                     "knobs": lora["knobs"], "lrs": runs[runs[CONFIG_KEY] == lora[CONFIG_KEY]]["lr"].nunique(),
+                     "fullft_lrs": full_lrs, "seeds": len(seeds),
+                     "lora_opt_lr": np.exp(np.log(lora_opt[seeds]).mean()) if len(seeds) else np.nan,
+                     "fullft_opt_lr": np.exp(np.log(full_opt[seeds]).mean()) if len(seeds) else np.nan,
+                     "ratio": np.exp(log_ratio.mean()) if len(seeds) else np.nan,
+                     "ci95_low": np.exp(low), "ci95_high": np.exp(high),
+                     "anchor_ratio": lora["lr"] / full["lr"],
+                     "lora_lr_edge": lr_edge(runs[runs[CONFIG_KEY] == lora[CONFIG_KEY]]["lr"].dropna(), lora["lr"]),
+                     "fullft_lr_edge": lr_edge(runs[runs[CONFIG_KEY] == full[CONFIG_KEY]]["lr"].dropna(), full["lr"])})
+        logs += [{"task": lora["task"], CONFIG_KEY: lora[CONFIG_KEY], "seed": s, "log_ratio": v}
+                 for s, v in log_ratio.items()]
+    return rows, logs
+
+
+def pooled_ratio(log_ratios: pd.DataFrame) -> dict:
+    """Geometric-mean ratio over seeds of each seed's mean log-ratio across configurations, with a
+    t 95% interval over seeds ({} when nothing was measured)."""
+    if log_ratios.empty:
+        return {}
+    per_seed = log_ratios.groupby("seed")["log_ratio"].mean()
+    low, high = t_interval(per_seed)
+    return {"ratio": float(np.exp(per_seed.mean())), "ci95": (float(np.exp(low)), float(np.exp(high))),
+            "seeds": len(per_seed), "configs": log_ratios[CONFIG_KEY].nunique()}
+
+
+def lr_ratio(runs: pd.DataFrame) -> Optional[dict]:
+    """Fitted optimal LR of each LoRA configuration over FullFT's, per task (LoRA Without Regret
+    reports ~10x). None when no task has both; else per_config (every LoRA configuration, NaN
+    ratio when not measured), log_ratios (per seed), the pooled headline and per-task summaries."""
+    best = best_lrs(runs)
+    rows, logs = [], []
+    for _, group in best.groupby("task"):
+        full = _fullft_reference(group)
+        if full is not None:
+            r, lg = _ratio_rows(runs, group, full)
+            rows, logs = rows + r, logs + lg
+    if not rows:
+        return None
+    log_ratios = pd.DataFrame(logs, columns=["task", CONFIG_KEY, "seed", "log_ratio"])
+    per_task = {task: pooled_ratio(g) for task, g in log_ratios.groupby("task")}
+    return {"per_config": pd.DataFrame(rows), "log_ratios": log_ratios, "per_task": per_task,
+            **pooled_ratio(log_ratios), "single_lr": log_ratios.empty}
+
+
+def ratio_text(summary: dict) -> str:
+    """'9.8x (95% CI 7.1-13.4x over 3 seeds)', or why there is no number."""
+    if not summary:
+        return "not measured (single LR)"
+    low, high = summary["ci95"]
+    spread = (f"95% CI {low:.1f}-{high:.1f}x over {summary['seeds']} seeds" if np.isfinite(low)
+              else f"{summary['seeds']} seed, no interval")
+    return f"{summary['ratio']:.1f}x ({spread})"
+
+
+# ---- paired comparisons --------------------------------------------------------------------------
 
 def bootstrap_ci(values, n_boot: int = 10000, seed: int = 0, level: float = 0.95):
     values = np.asarray(values, float)
@@ -120,68 +243,157 @@ def bootstrap_ci(values, n_boot: int = 10000, seed: int = 0, level: float = 0.95
     return tuple(np.quantile(means, [(1 - level) / 2, (1 + level) / 2]))
 
 
+def sign_flip_p(diffs, seed: int = 0) -> float:
+    """Two-sided permutation p of mean(diffs) = 0 under random signs: exact (all 2^n flips) for
+    n <= 16, else 100k random flips. NaN below 2 values (one value cannot be tested)."""
+    diffs = np.asarray(diffs, float)
+    if len(diffs) < 2:
+        return np.nan
+    n_resamples = np.inf if len(diffs) <= EXACT_SIGN_FLIP_MAX_N else RANDOM_SIGN_FLIPS
+    result = stats.permutation_test((diffs,), np.mean, permutation_type="samples", vectorized=True,
+                                    n_resamples=n_resamples, alternative="two-sided",
+                                    rng=np.random.default_rng(seed))
+    return float(result.pvalue)
+
+
+def holm(p_values) -> pd.Series:
+    """Holm's step-down adjustment over the non-missing p-values (missing stay missing)."""
+    p = pd.Series(p_values, dtype=float)
+    ordered = p.dropna().sort_values(kind="stable")
+    m = len(ordered)
+    adjusted = (ordered * (m - np.arange(m))).cummax().clip(upper=1.0)
+    return adjusted.reindex(p.index)
+
+
+def paired_stats(diffs) -> dict:
+    """n, mean and sd of the paired differences, t interval, sign-flip p, bootstrap (n >= 10)."""
+    diffs = np.asarray(diffs, float)
+    low, high = t_interval(diffs)
+    boot = bootstrap_ci(diffs) if len(diffs) >= BOOTSTRAP_MIN_N else (np.nan, np.nan)
+    return {"n": len(diffs), "mean_diff": diffs.mean() if len(diffs) else np.nan,
+            "sd_diff": diffs.std(ddof=1) if len(diffs) > 1 else np.nan,
+            "t_ci95_low": low, "t_ci95_high": high, "p_signflip": sign_flip_p(diffs),
+            "boot_ci95_low": boot[0], "boot_ci95_high": boot[1]}
+
+
+def _reference(group: pd.DataFrame, reference: str) -> pd.Series:
+    """FullFT (the best one if several), else the best configuration by selection score."""
+    ref_rows = group[group["method"] == reference]
+    ref_rows = ref_rows if len(ref_rows) else group
+    return ref_rows.loc[ref_rows["select_mean"].idxmax()]
+
+
+def _scores_by_seed(ok: pd.DataFrame, best: pd.Series) -> pd.Series:
+    return at_lr(ok, best[CONFIG_KEY], best["lr"]).set_index("seed")["metric"]
+
+
 def paired(runs: pd.DataFrame, reference: str = "fullft") -> pd.DataFrame:
-    """Each configuration (at its best LR) minus the reference configuration, paired by seed."""
-    best = best_lrs(runs)
-    ok = succeeded(runs)
+    """Each configuration (at its best LR) minus the task's reference configuration, paired by
+    seed; p_holm adjusts the sign-flip p over every comparison of the table."""
+    best, ok = best_lrs(runs), succeeded(runs)
     rows = []
     for task, group in best.groupby("task"):
-        ref_rows = group[group["method"] == reference]
-        if ref_rows.empty:
-            ref_rows = group.loc[[group["select_mean"].idxmax()]]
-        ref = ref_rows.iloc[0]
+        ref = _reference(group, reference)
+        ref_scores = _scores_by_seed(ok, ref)
+        for _, b in group[group[CONFIG_KEY] != ref[CONFIG_KEY]].iterrows():
+            scores = _scores_by_seed(ok, b)
+            common = scores.index.intersection(ref_scores.index).sort_values()
+            rows.append({"task": task, CONFIG_KEY: b[CONFIG_KEY], "method": b["method"], "knobs": b["knobs"],
+                         "label": b["label"], "reference": ref["label"], "reference_config_id": ref[CONFIG_KEY],
+                         **paired_stats(scores[common] - ref_scores[common])})
+    pairs = pd.DataFrame(rows)
+    if len(pairs):
+        pairs.insert(pairs.columns.get_loc("p_signflip") + 1, "p_holm", holm(pairs["p_signflip"]))
+    return pairs
 
-        def by_seed(b):
-            sel = ok[(ok[CONFIG_COLUMNS] == b[CONFIG_COLUMNS]).all(axis=1) & np.isclose(ok["lr"].astype(float), b["lr"])]
-            return sel.set_index("seed")["metric"]
 
-        ref_scores = by_seed(ref)
-        for _, b in group.iterrows():
-            if (b[CONFIG_COLUMNS] == ref[CONFIG_COLUMNS]).all():
-                continue
-            scores = by_seed(b)
-            common = sorted(set(scores.index) & set(ref_scores.index))
-            diffs = (scores[common] - ref_scores[common]).to_numpy()
-            low, high = bootstrap_ci(diffs)
-            rows.append({"task": task, "method": b["method"], "knobs": b["knobs"],
-                         "reference": f"{ref['method']} {ref['knobs']}".strip(), "paired_seeds": len(common),
-                         "mean_diff": diffs.mean() if len(diffs) else np.nan, "ci95_low": low, "ci95_high": high})
-    return pd.DataFrame(rows)
-
+# ---- markdown --------------------------------------------------------------------------------------
 
 def _fmt_params(n) -> str:
+    if n is None or not np.isfinite(n):
+        return ""
     return f"{n / 1e6:.2f}M" if n >= 1e6 else f"{n / 1e3:.1f}k" if n >= 1e3 else str(int(n))
+
+
+def _fmt(x, spec: str = ".3f") -> str:
+    return "" if x is None or not np.isfinite(x) else format(x, spec)
+
+
+def _edge_note(per_config: pd.DataFrame) -> str:
+    measured = per_config.dropna(subset=["ratio"])
+    edges = (measured["lora_lr_edge"] != "") | (measured["fullft_lr_edge"] != "")
+    return "; some best LRs lie at the grid's edge, so there the ratio is a bound, not a fit" if edges.any() else ""
+
+
+def _ratio_lines(ratio: Optional[dict]) -> list:
+    if ratio is None:
+        return []
+    if ratio["single_lr"]:
+        return ["- LoRA/FullFT optimal-LR ratio: **not measured (single LR)**: FullFT or every LoRA"
+                " configuration ran one LR, so only the anchors' ratio is known (lr_ratio.csv, anchor_ratio)"]
+    head = (f"- LoRA/FullFT optimal-LR ratio: **{ratio_text(ratio)}**; optimum fitted per seed on the selection"
+            f" split (parabola in log LR with >= 3 LRs, else the best LR), t interval over seeds on the"
+            f" log-ratio, pooled over {ratio['configs']} LoRA configuration(s) with >= 2 LRs"
+            f"{_edge_note(ratio['per_config'])}")
+    per_task = [f"  - {task}: {ratio_text(summary)}" for task, summary in ratio["per_task"].items()]
+    return [head] + (per_task if len(per_task) > 1 else [])
+
+
+def _table_lines(table: pd.DataFrame) -> list:
+    lines = ["| task | method | knobs | adapter params | stored | nonzero | head | % of base | metric | mean ± sd |"
+             " baseline | seeds | best LR (x FullFT) | train s | peak MB | flags |", "|" + "---|" * 16]
+    for _, r in table.iterrows():
+        sd = "" if np.isnan(r["metric_sd"]) else f" ± {r['metric_sd']:.3f}"
+        lines.append(f"| {r['task']} | {r['method']} | {r['knobs']} | {_fmt_params(r['adapter_params'])} |"
+                     f" {_fmt_params(r['stored_params'])} | {_fmt_params(r['nonzero_params'])} |"
+                     f" {int(r['head_params'])} | {r['pct_of_base']:.3f} | {r['metric_name']} |"
+                     f" {r['metric_mean']:.3f}{sd} | {_fmt(r['baseline_metric'])} | {r['seeds']} |"
+                     f" {r['best_lr']:.2e} ({r['lr_multiple_of_fullft']:g}x; {r['lrs_tried']} tried) |"
+                     f" {r['train_seconds']:.0f} | {r['peak_memory_mb']:.0f} | {r['flags']} |")
+    return lines
+
+
+def _pair_cells(p: pd.Series) -> str:
+    """interval | sign-flip p | Holm p | bootstrap interval; '1 seed' and blanks where n is too small."""
+    if p["n"] == 0:
+        return "no common seed | | | "
+    if p["n"] == 1:
+        return "1 seed | | | "
+    boot = f"[{p['boot_ci95_low']:+.3f}, {p['boot_ci95_high']:+.3f}]" if np.isfinite(p["boot_ci95_low"]) else ""
+    return (f"[{p['t_ci95_low']:+.3f}, {p['t_ci95_high']:+.3f}] | {p['p_signflip']:.3g} | {p['p_holm']:.3g} |"
+            f" {boot}")
+
+
+def _paired_lines(pairs: pd.DataFrame) -> list:
+    if pairs.empty:
+        return []
+    lines = ["", "## Paired differences (same seeds, metric at each configuration's best LR)", ""]
+    small = pairs.loc[(pairs["n"] > 0) & (pairs["n"] < FEW_SEEDS), "n"]
+    if len(small):
+        n = int(small.min())
+        lines += [f"> **Warning: fewer than {FEW_SEEDS} paired seeds: intervals are wide, p-values coarse; the"
+                  f" smallest possible sign-flip p with n seeds is 2/2^n** (n = {n} here: {2 / 2 ** n:.3g}).", ""]
+    lines += ["| task | configuration | vs | n | mean diff | 95% t CI | sign-flip p | Holm p |"
+              f" 95% bootstrap CI (n ≥ {BOOTSTRAP_MIN_N}) |", "|" + "---|" * 9]
+    for _, p in pairs.iterrows():
+        diff = f"{p['mean_diff']:+.3f}" if p["n"] else ""
+        lines.append(f"| {p['task']} | {p['label']} | {p['reference']} | {p['n']} | {diff} | {_pair_cells(p)} |")
+    return lines
+
+
+def _failed_lines(failed: pd.DataFrame) -> list:
+    lines = ["", "## Failed or unfinished runs (never averaged in)", ""]
+    if failed.empty:
+        return lines + ["None."]
+    lines += ["| task | method | knobs | lr | seed | status | reason | error |", "|" + "---|" * 8]
+    for _, f in failed.iterrows():
+        lines.append(f"| {f['task']} | {f['method']} | {f['knobs']} | {f['lr']} | {f['seed']} | {f['status']} |"
+                     f" {f['reason']} | {f['error']} |")
+    return lines
 
 
 def markdown(table: pd.DataFrame, pairs: pd.DataFrame, failed: pd.DataFrame, ratio: Optional[dict],
              title: str, notes=()) -> str:
-    lines = [f"# {title}", ""]
-    lines += [f"- {n}" for n in notes]
-    if ratio is not None:
-        how = ("only one LR per method was run, so this is the ratio of the anchors, not a fitted optimum"
-               if ratio["single_lr"] else "optimal LRs fitted on the selection split")
-        lines.append(f"- LoRA/FullFT optimal-LR ratio: **{ratio['ratio']:.1f}x** (geometric mean over "
-                     f"{len(ratio['per_config'])} LoRA configurations; {how})")
-    lines += ["", "| task | method | knobs | adapter params | head | % of base | metric | mean ± sd | seeds |"
-              " best LR (x FullFT) | train s | peak MB | flags |", "|" + "---|" * 13]
-    for _, r in table.iterrows():
-        sd = "" if np.isnan(r["metric_sd"]) else f" ± {r['metric_sd']:.3f}"
-        lines.append(f"| {r['task']} | {r['method']} | {r['knobs']} | {_fmt_params(r['adapter_params'])} |"
-                     f" {int(r['head_params'])} | {r['pct_of_base']:.3f} | {r['metric_name']} |"
-                     f" {r['metric_mean']:.3f}{sd} | {r['seeds']} | {r['best_lr']:.2e} ({r['lr_multiple_of_fullft']:g}x;"
-                     f" {r['lrs_tried']} tried) | {r['train_seconds']:.0f} | {r['peak_memory_mb']:.0f} | {r['flags']} |")
-    if len(pairs):
-        lines += ["", "## Paired differences (same seeds, metric at each configuration's best LR)", "",
-                  "| task | method | knobs | vs | seeds | mean diff | 95% bootstrap CI |", "|" + "---|" * 7]
-        for _, p in pairs.iterrows():
-            lines.append(f"| {p['task']} | {p['method']} | {p['knobs']} | {p['reference']} | {p['paired_seeds']} |"
-                         f" {p['mean_diff']:+.3f} | [{p['ci95_low']:+.3f}, {p['ci95_high']:+.3f}] |")
-    lines += ["", "## Failed or unfinished runs (never averaged in)", ""]
-    if failed.empty:
-        lines.append("None.")
-    else:
-        lines += ["| task | method | knobs | lr | seed | status | reason | error |", "|" + "---|" * 8]
-        for _, f in failed.iterrows():
-            lines.append(f"| {f['task']} | {f['method']} | {f['knobs']} | {f['lr']} | {f['seed']} | {f['status']} |"
-                         f" {f['reason']} | {f['error']} |")
+    lines = [f"# {title}", ""] + [f"- {n}" for n in notes] + _ratio_lines(ratio)
+    lines += [""] + _table_lines(table) + _paired_lines(pairs) + _failed_lines(failed)
     return "\n".join(lines) + "\n"
