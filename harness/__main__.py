@@ -1,7 +1,9 @@
 """`python -m harness [overrides]`: compose -> validate -> run one job -> write its record.
 
-Any bad input (unknown group option, misspelt key, wrong type, impossible value) ends the process
-with exactly one line on stderr and exit status 2, before anything is trained.
+Any bad input (unknown group option, misspelt key, wrong type, impossible value, override syntax)
+ends the process with exactly one line on stderr and exit status 2, before anything is trained.
+Secret values (environment variables the command line or the config reads, or whose name looks like
+a credential) never reach stdout/stderr: both streams go through harness.tracking.RedactingStream.
 """
 
 import os
@@ -25,6 +27,7 @@ def _hydra_main():
 
         from harness.run import run_job
 
+        _guard_streams(cfg)  # the config may read more of the environment than the command line
         hydra_cfg = HydraConfig.get()
         run_dir = Path(hydra_cfg.runtime.output_dir)
         if hydra_cfg.mode == RunMode.MULTIRUN:
@@ -47,7 +50,9 @@ def _sweep_job(cfg, run_dir: Path, sweep_dir: Path, job_num: int) -> str:
     from harness.errors import HarnessError
     from harness.results import failure_reason
     from harness.run import _run_name, run_job
+    from harness.tracking import Redactor
 
+    redactor = Redactor.for_config(cfg, sys.argv[1:])  # the sweep log is written: no secret values in it
     started = time.perf_counter()
     outcome, reason, message, run_id, record_dir = "success", None, None, None, run_dir
     try:
@@ -59,13 +64,14 @@ def _sweep_job(cfg, run_dir: Path, sweep_dir: Path, job_num: int) -> str:
             outcome, record_dir = "skipped", Path(record["record_dir"])
     except Exception as exc:  # noqa: BLE001 - isolate the failure; KeyboardInterrupt/SystemExit still stop
         line, _ = describe(exc)
+        line = redactor.text(line)
         outcome, message = "failed", line
         reason = "bad input" if isinstance(exc, HarnessError) else failure_reason(exc)
         print(f"[sweep] job {job_num} failed ({reason}): {line}", file=sys.stderr, flush=True)
     finally:
         _remove_if_empty(run_dir)
     sweep_log.log_outcome(sweep_dir, job_num, record_dir, outcome, time.perf_counter() - started, run_id=run_id,
-                          name=_run_name(cfg), reason=reason, message=message)
+                          name=redactor.text(_run_name(cfg)), reason=reason, message=message)
     print(sweep_log.progress_line(sweep_dir), flush=True)
     return outcome
 
@@ -75,11 +81,27 @@ def _remove_if_empty(run_dir: Path) -> None:
         run_dir.rmdir()
 
 
+def _guard_streams(cfg=None) -> None:
+    """Route stdout/stderr through a RedactingStream once there is a secret value to keep out."""
+    from harness.tracking import Redactor, RedactingStream
+
+    redactor = Redactor.for_config(cfg, sys.argv[1:]) if cfg is not None else Redactor(texts=sys.argv[1:])
+    if not redactor:
+        return
+    for name in ("stdout", "stderr"):
+        stream = getattr(sys, name)
+        if isinstance(stream, RedactingStream):
+            stream.redactor = redactor
+        else:
+            setattr(sys, name, RedactingStream(stream, redactor))
+
+
 def cli() -> None:
     from harness.hub import configure_hub
 
     configure_hub()  # before anything imports huggingface_hub / datasets
     os.environ["HYDRA_FULL_ERROR"] = "1"  # let errors reach us, so we can print them as one line
+    _guard_streams()
     try:
         _hydra_main()
     except Exception as exc:  # noqa: BLE001 - every failure ends as one line + exit code
@@ -88,8 +110,10 @@ def cli() -> None:
 
 def _exit_with_one_line(exc: BaseException) -> None:
     from harness.cli_errors import describe
+    from harness.tracking import Redactor
 
     line, code = describe(exc)
+    line = Redactor(texts=sys.argv[1:]).text(line)  # also when the streams are not guarded yet
     print(f"harness: error: {line}", file=sys.stderr, flush=True)
     sys.exit(code)
 

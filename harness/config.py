@@ -2,19 +2,24 @@
 
 Each YAML in a config group extends its schema from the ConfigStore through its defaults list
 (`- /schema/<group>@_here_` or, for methods, `- /schema/method/<kind>@_here_`), so a misspelt key
-in a file or on the command line is rejected by OmegaConf before anything runs.
+in a file or on the command line is rejected by OmegaConf before anything runs. Keys that reach
+the config anyway (`+train.x=1`, `++train.x=1` open the struct flag) are rejected by `validate()`,
+which checks the whole composed config against the schemas again (`check_keys`).
 All cross-field checks that need no model or data live in `validate()`; the ones that need the
 tokenizer live in `validate_with_tokenizer()`. Both run before training.
 """
 
+import dataclasses
 import math
+import re
+import typing
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-from harness.errors import HarnessError
+from harness.errors import HarnessError, did_you_mean
 
 
 @dataclass
@@ -141,9 +146,70 @@ PRECISIONS = ("auto", "fp32", "bf16")
 LABEL_TYPES = ("classification", "regression")
 
 
+SEED_MAX = 2**32 - 1  # numpy's seed range (torch's is wider)
+DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?")
+
+
 def _require(ok: bool, message: str) -> None:
     if not ok:
         raise HarnessError(message)
+
+
+def _unwrap_optional(tp):
+    if typing.get_origin(tp) is typing.Union:
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(args) == 1:
+            return args[0]
+    return tp
+
+
+def _check_keys(value, schema, path: str) -> None:
+    """Every key of `value` (a plain container) is a field of the dataclass `schema`, recursively.
+    Catches keys added by `+`/`++` or a YAML that is not typed, which OmegaConf lets through."""
+    if not isinstance(value, dict):
+        return
+    hints = typing.get_type_hints(schema)
+    names = [f.name for f in dataclasses.fields(schema)]
+    for key, child in value.items():
+        full = f"{path}.{key}"
+        if key not in hints:
+            hint = did_you_mean(key, names)  # compare leaf names: a shared prefix is no evidence
+            hint = hint.replace(" '", f" '{path}.", 1) if hint else ""
+            raise HarnessError(f"unknown config key '{full}'{hint}; valid keys here: {', '.join(names)}")
+        tp = _unwrap_optional(hints[key])
+        if dataclasses.is_dataclass(tp):
+            _check_keys(child, tp, full)
+        elif typing.get_origin(tp) is list and isinstance(child, list):
+            (item,) = typing.get_args(tp) or (Any,)
+            if dataclasses.is_dataclass(item):
+                for i, element in enumerate(child):
+                    _check_keys(element, item, f"{full}[{i}]")
+        # Dict/Any fields (model.from_config, task.eval_splits) legitimately hold free keys.
+
+
+def check_keys(cfg: DictConfig) -> None:
+    """Reject any key that is not in the schemas, however it got into the config (+, ++, a YAML)."""
+    from harness.methods import METHODS
+
+    raw = OmegaConf.to_container(cfg, resolve=False)
+    for group, schema in SCHEMES.items():
+        _check_keys(raw.get(group), schema, group)
+    method = raw.get("method")
+    if isinstance(method, dict):
+        kind = cfg.method.kind
+        _check_keys(method, METHODS.get(kind).config_class, "method")
+
+
+def _check_finite(value, path: str) -> None:
+    """Every float anywhere in the resolved config is finite (inf/nan are never a setting)."""
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _check_finite(v, f"{path}.{k}" if path else str(k))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            _check_finite(v, f"{path}[{i}]")
+    elif isinstance(value, float) and not math.isfinite(value):
+        raise HarnessError(f"{path} must be a finite number (got {value})")
 
 
 def validate(cfg: DictConfig) -> None:
@@ -154,7 +220,17 @@ def validate(cfg: DictConfig) -> None:
 
     unknown = sorted(set(cfg.keys()) - set(HarnessConfig.__dataclass_fields__))
     _require(not unknown, f"unknown top-level config key(s) {unknown}; known: {sorted(HarnessConfig.__dataclass_fields__)}")
+    check_keys(cfg)
+    _check_finite(OmegaConf.to_container(cfg, resolve=True), "")
     t, task = cfg.train, cfg.task
+    _require(0 <= t.seed <= SEED_MAX, f"train.seed must be in [0, 2**32 - 1] (got {t.seed})")
+    _require(0 <= cfg.eval.split_seed <= SEED_MAX,
+             f"eval.split_seed must be in [0, 2**32 - 1] (got {cfg.eval.split_seed})")
+    _require(0 <= t.adam_beta1 < 1, f"train.adam_beta1 must be in [0, 1) (got {t.adam_beta1})")
+    _require(0 <= t.adam_beta2 < 1, f"train.adam_beta2 must be in [0, 1) (got {t.adam_beta2})")
+    _require(t.adam_eps > 0, f"train.adam_eps must be > 0 (got {t.adam_eps})")
+    _require(DEVICE_PATTERN.fullmatch(str(t.device)) is not None,
+             f"train.device must be auto, cpu, cuda or cuda:N (got '{t.device}')")
     _require(t.batch_size > 0, f"train.batch_size must be > 0 (got {t.batch_size})")
     _require(t.grad_accum > 0, f"train.grad_accum must be > 0 (got {t.grad_accum})")
     _require(t.base_lr > 0, f"train.base_lr must be > 0 (got {t.base_lr})")
@@ -183,11 +259,14 @@ def validate(cfg: DictConfig) -> None:
     _require(t.precision in PRECISIONS, f"train.precision must be one of {PRECISIONS} (got '{t.precision}')")
     _require(t.num_threads is None or t.num_threads > 0, f"train.num_threads must be > 0 (got {t.num_threads})")
 
-    _require(task.label_type in LABEL_TYPES, f"task.label_type must be one of {LABEL_TYPES}")
+    _require(task.label_type in LABEL_TYPES, f"task.label_type must be one of {LABEL_TYPES} (got '{task.label_type}')")
     _require(task.num_labels >= 1, f"task.num_labels must be >= 1 (got {task.num_labels})")
     _require((task.label_type == "regression") == (task.num_labels == 1),
-             "a regression task has num_labels=1 and a classification task num_labels>=2")
+             "task.num_labels must be 1 for a regression task and >= 2 for a classification task"
+             f" (got task.label_type={task.label_type}, task.num_labels={task.num_labels})")
     _require(task.max_length > 0, f"task.max_length must be > 0 (got {task.max_length})")
+    _require(1 <= len(task.text_fields) <= 2,
+             f"task.text_fields must name one or two fields (a text or a text pair; got {list(task.text_fields)})")
     _require(task.max_train_samples is None or task.max_train_samples > 0,
              f"task.max_train_samples must be > 0 (got {task.max_train_samples})")
     _require(len(task.eval_splits) > 0, "task.eval_splits is empty")

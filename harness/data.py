@@ -7,6 +7,7 @@ max_length, fields), so every process of a sweep reuses them. Batches are padded
 
 import hashlib
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Tuple
@@ -43,18 +44,177 @@ def check_available(task_cfg) -> dict:
     return {"value": f"mirror:{Path(root).resolve() / task_cfg.mirror_path}", "reason": f"{DATA_DIR_ENV} is set"}
 
 
+def _first_line(e: BaseException) -> str:
+    return f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+
+
 def load_split(task_cfg, split: str):
     import datasets
     datasets.disable_progress_bars()
     path = _mirror_file(task_cfg, split)
-    try:
-        if path is not None:
+    if path is not None:
+        quiet = logging.getLogger("datasets")  # it logs its own line before raising on a bad file
+        level = quiet.level
+        quiet.setLevel(logging.CRITICAL)
+        try:
             return datasets.load_dataset("parquet", data_files={split: str(path)}, split=split)
+        except Exception as e:  # noqa: BLE001 - arrow/datasets raise many types for a bad file
+            raise HarnessError(f"task '{task_cfg.name}': cannot read {path} ({_first_line(e)})")
+        finally:
+            quiet.setLevel(level)
+    try:
         return datasets.load_dataset(task_cfg.dataset, task_cfg.subset, split=split)
     except Exception as e:  # noqa: BLE001 - hub/network errors come in many types
         raise HarnessError(f"cannot load {task_cfg.dataset}/{task_cfg.subset} split '{split}'"
-                           f" ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''});"
-                           f" offline? point {DATA_DIR_ENV} at a local mirror")
+                           f" ({_first_line(e)}); offline? point {DATA_DIR_ENV} at a local mirror")
+
+
+# -- what a split must hold before anything trains -----------------------------------------------
+
+@dataclass(frozen=True)
+class SplitFacts:
+    """One scan of a split (cached per file and columns): its rows, the classification labels it
+    holds (bools as 0/1) and what makes it unusable under any config (one line each)."""
+    rows: int
+    labels: Optional[frozenset]
+    problems: Tuple[str, ...]
+
+
+_FACTS: Dict[tuple, SplitFacts] = {}  # scan key -> facts: a sweep reads each file once per process
+
+
+def _first_true(mask) -> int:
+    import pyarrow.compute as pc
+    return int(pc.index(mask, True).as_py())
+
+
+def _type_name(kind) -> str:
+    import pyarrow as pa
+    return "text" if pa.types.is_string(kind) or pa.types.is_large_string(kind) else str(kind)
+
+
+def _scan(table, fields: List[str], label_field: str, regression: bool) -> SplitFacts:
+    """Text fields: text, none null or blank. Labels: finite numbers (regression) or integers /
+    bools (classification), none missing."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    missing = [c for c in fields + [label_field] if c not in table.column_names]
+    if missing:
+        return SplitFacts(table.num_rows, None, (f"columns {missing} not in the data (has {table.column_names})",))
+    rows, problems = table.num_rows, []
+    if rows == 0:
+        return SplitFacts(0, frozenset(), ())
+    for name in fields:
+        col = table.column(name)
+        if pa.types.is_null(col.type):
+            problems.append(f"text field '{name}' is empty in all {rows} rows")
+            continue
+        if not (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)):
+            problems.append(f"text field '{name}' holds {_type_name(col.type)}, not text")
+            continue
+        bad = pc.fill_null(pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(col)), 0), True)
+        n_bad = int(pc.sum(bad).as_py() or 0)
+        if n_bad:
+            problems.append(f"text field '{name}' has {n_bad} null or empty value(s) (first at row {_first_true(bad)})")
+    col, kind = table.column(label_field), table.column(label_field).type
+    what = f"label '{label_field}'"
+    if col.null_count:
+        problems.append(f"{what} has {col.null_count} missing value(s) (first at row {_first_true(pc.is_null(col))})")
+    numeric = pa.types.is_integer(kind) or pa.types.is_floating(kind)
+    if regression:
+        if not numeric:
+            problems.append(f"{what} holds {_type_name(kind)}; a regression task needs numbers")
+        elif pa.types.is_floating(kind):
+            bad = pc.fill_null(pc.invert(pc.is_finite(col)), False)
+            n_bad = int(pc.sum(bad).as_py() or 0)
+            if n_bad:
+                problems.append(f"{what} has {n_bad} NaN/inf value(s) (first at row {_first_true(bad)});"
+                                " regression targets must be finite")
+        return SplitFacts(rows, None, tuple(problems))
+    values = None
+    if pa.types.is_boolean(kind) or pa.types.is_integer(kind):
+        values = pc.cast(col, pa.int64())
+    elif pa.types.is_floating(kind):
+        bad = pc.fill_null(pc.or_(pc.invert(pc.is_finite(col)), pc.not_equal(pc.floor(col), col)), False)
+        n_bad = int(pc.sum(bad).as_py() or 0)
+        if n_bad:
+            first = _first_true(bad)
+            problems.append(f"{what} has {n_bad} non-integer value(s) (e.g. {col[first].as_py()} at row {first});"
+                            " classification labels must be integers (or bools)")
+        else:
+            values = pc.cast(col, pa.int64())
+    else:
+        example = next((v for v in col.drop_null().slice(0, 1).to_pylist()), None)
+        problems.append(f"{what} holds {_type_name(kind)} (e.g. {example!r}); classification labels must be integers"
+                        " 0..num_labels-1 (or bools)")
+    labels = frozenset(pc.unique(values.drop_null()).to_pylist()) if values is not None else None
+    return SplitFacts(rows, labels, tuple(problems))
+
+
+def _facts(task_cfg, split: str, ds=None) -> Tuple[SplitFacts, str]:
+    """(facts, where) for a split: the mirror file read with pyarrow (a bad file is named), or
+    the hub dataset (`ds` if already loaded)."""
+    fields, label_field = list(task_cfg.text_fields), task_cfg.label_field
+    regression = task_cfg.label_type == "regression"
+    columns = (tuple(fields), label_field, regression)
+    path = _mirror_file(task_cfg, split)
+    if path is None:
+        where = f"hub {task_cfg.dataset}" + (f"/{task_cfg.subset}" if task_cfg.subset else "")
+        key = ("hub", task_cfg.dataset, task_cfg.subset, split, *columns)
+        if key not in _FACTS:
+            ds = ds if ds is not None else load_split(task_cfg, split)
+            _FACTS[key] = _scan(ds.data.table, fields, label_field, regression)
+        return _FACTS[key], where
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns, *columns)
+    if key not in _FACTS:
+        import pyarrow.parquet as pq
+        try:
+            table = pq.read_table(path)
+        except Exception as e:  # noqa: BLE001 - arrow raises several types for a bad file
+            raise HarnessError(f"task '{task_cfg.name}': cannot read {path} ({_first_line(e)})")
+        _FACTS[key] = _scan(table, fields, label_field, regression)
+    return _FACTS[key], str(path)
+
+
+def validate_split(task_cfg, split: str, *, train: bool = False, min_rows: int = 1, needs: str = "",
+                   ds=None) -> SplitFacts:
+    """Raise HarnessError (one line) unless the split is usable by this task: readable, columns
+    present, text in every text field, labels of the task's type, at least `min_rows` rows
+    (`needs` says who needs them); classification labels in 0..num_labels-1, and in the train
+    split exactly the labels 0..num_labels-1."""
+    facts, where = _facts(task_cfg, split, ds)
+    at = f"task '{task_cfg.name}' split '{split}' ({where})"
+    if facts.problems:
+        more = f" (and {len(facts.problems) - 1} more problem(s))" if len(facts.problems) > 1 else ""
+        raise HarnessError(f"{at}: {facts.problems[0]}{more}")
+    if facts.rows == 0:
+        raise HarnessError(f"{at} has 0 rows")
+    if facts.rows < min_rows:
+        raise HarnessError(f"{at} has {facts.rows} row(s); {needs or 'this run'} needs at least {min_rows}")
+    if facts.labels is not None:
+        k = task_cfg.num_labels
+        outside = sorted(x for x in facts.labels if not 0 <= x < k)
+        if outside:
+            raise HarnessError(f"task.num_labels={k}: {at} has labels outside 0..{k - 1}: {_few(outside)}")
+        if train and facts.labels != frozenset(range(k)):
+            raise HarnessError(f"task.num_labels={k} does not match {at}: labels present {_few(sorted(facts.labels))},"
+                               f" expected all of 0..{k - 1}")
+    return facts
+
+
+def _few(values, n: int = 8) -> str:
+    return "{" + ", ".join(map(str, values[:n])) + (", ..." if len(values) > n else "") + "}"
+
+
+def check_task_data(task_cfg, min_eval_rows: int = 1, needs: str = "") -> dict:
+    """Every split of the task, validated (cached per file): {'source': where the data comes
+    from, 'rows': {split: rows}}. `min_eval_rows` / `needs`: what the evaluation protocol needs."""
+    source = check_available(task_cfg)
+    rows = {task_cfg.train_split: validate_split(task_cfg, task_cfg.train_split, train=True).rows}
+    for split in task_cfg.eval_splits.values():
+        rows[split] = validate_split(task_cfg, split, min_rows=min_eval_rows, needs=needs).rows
+    return {"source": source, "rows": rows}
 
 
 def _tokenizer_digest(tokenizer) -> str:
@@ -151,6 +311,7 @@ def _prepare(cfg, tokenizer, model_inputs) -> TaskData:
     task = cfg.task
     keep = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in model_inputs]
     train = load_split(task, task.train_split)
+    validate_split(task, task.train_split, train=True, ds=train)  # cached: preflight has usually done it
     sources = {task.train_split: source_identity(task, task.train_split, train)}
     if task.max_train_samples is not None and task.max_train_samples < len(train):
         train = train.shuffle(seed=SUBSET_SEED).select(range(task.max_train_samples))
@@ -159,6 +320,7 @@ def _prepare(cfg, tokenizer, model_inputs) -> TaskData:
     eval_sets = {}
     for tag, split in task.eval_splits.items():
         raw = load_split(task, split)
+        validate_split(task, split, ds=raw)
         sources[split] = source_identity(task, split, raw)
         eval_sets[tag] = _eval_set(tokenize(raw, task, tokenizer, keep), collate, cfg.train.eval_batch_size)
     mean_len = float(np.mean([len(x) for x in train["input_ids"]]))

@@ -38,6 +38,50 @@ def resolve_location(spec: str) -> str:
     return os.path.expanduser(spec)
 
 
+def looks_like_path(spec) -> bool:
+    """A spec written as a local path (not a hub id): '/…', './…', '../…' or '~…'."""
+    return isinstance(spec, str) and spec.startswith(("/", "./", "../", "~"))
+
+
+def check_location(key: str, spec) -> None:
+    """A local-path spec that is not a directory is reported as such (not as a bad hub repo id)."""
+    if looks_like_path(spec) and not os.path.isdir(os.path.expanduser(spec)):
+        raise HarnessError(f"{key}={spec}: no such directory")
+
+
+def tokenizer_spec(mcfg) -> tuple:
+    """(config key, spec) of the tokenizer: model.tokenizer, else model.pretrained."""
+    return ("model.tokenizer", mcfg.tokenizer) if mcfg.tokenizer else ("model.pretrained", mcfg.pretrained)
+
+
+def head_kwargs(task_cfg) -> dict:
+    """What the task decides about the head: number of outputs and loss."""
+    problem = "regression" if task_cfg.label_type == "regression" else "single_label_classification"
+    return dict(num_labels=task_cfg.num_labels, problem_type=problem)
+
+
+def model_config(mcfg, task_cfg):
+    """The transformers config of the model with the task's head (no weights are read):
+    model.from_config's values, or the checkpoint's config.json."""
+    from transformers import AutoConfig
+    kwargs = head_kwargs(task_cfg)
+    if mcfg.from_config is not None:
+        spec = dict(mcfg.from_config)
+        model_type = spec.pop("model_type", None)
+        if not model_type:
+            raise HarnessError(f"model '{mcfg.name}': model.from_config needs a model_type (e.g. bert, llama)")
+        try:
+            return AutoConfig.for_model(model_type, **spec, **kwargs)
+        except Exception as e:  # noqa: BLE001 - transformers raises ValueError/KeyError/TypeError here
+            raise HarnessError(f"model.from_config (model '{mcfg.name}') is rejected by transformers"
+                               f" ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})")
+    check_location("model.pretrained", mcfg.pretrained)
+    try:
+        return AutoConfig.from_pretrained(resolve_location(mcfg.pretrained), revision=mcfg.revision, **kwargs)
+    except (OSError, ValueError) as e:
+        raise HarnessError(f"cannot load model '{mcfg.pretrained}' ({str(e).splitlines()[0]})")
+
+
 def _load_tokenizer(spec: str, revision):
     """A private copy of the cached tokenizer: a run (or a test) that sets its pad token must not
     change what later runs of the same process see and record."""
@@ -107,12 +151,10 @@ def _build_model(mcfg, task_cfg, seed: int):
     import copy
 
     import torch
-    from transformers import AutoConfig, AutoModelForSequenceClassification
-    problem = "regression" if task_cfg.label_type == "regression" else "single_label_classification"
-    kwargs = dict(num_labels=task_cfg.num_labels, problem_type=problem)
+    from transformers import AutoModelForSequenceClassification
+    kwargs = head_kwargs(task_cfg)
     if mcfg.from_config is not None:
-        spec = dict(mcfg.from_config)
-        config = AutoConfig.for_model(spec.pop("model_type"), **spec, **kwargs)
+        config = model_config(mcfg, task_cfg)
         torch.manual_seed(seed)  # the random backbone depends on the run seed only
         return AutoModelForSequenceClassification.from_config(config), ["(all: random init)"]
     pristine, new_keys = _load_pretrained(resolve_location(mcfg.pretrained), mcfg, kwargs)

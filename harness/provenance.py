@@ -45,25 +45,40 @@ def _cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def _read_code_state() -> dict:
+CODE_DIRS = ("harness", "conf")  # untracked files here are imported or composed: they count as changes
+
+
+def _untracked_code() -> list:
+    out = _git("status", "--porcelain", "--untracked-files=all", "--", *CODE_DIRS)
+    return sorted(line[3:] for line in out.splitlines() if line.startswith("?? "))
+
+
+def _read_code_state(invocation) -> dict:
     sha = _git("rev-parse", "HEAD") or None
-    dirty = bool(_git("status", "--porcelain", "--untracked-files=no")) if sha else None
-    diff = _git("diff", "HEAD") if dirty else ""
-    return {"git_sha": sha, "git_dirty": dirty,
-            "git_diff_sha256": hashlib.sha256(diff.encode()).hexdigest() if dirty else None,
-            "read_at": "invocation start"}
+    untracked = _untracked_code() if sha else []
+    dirty = bool(_git("status", "--porcelain", "--untracked-files=no") or untracked) if sha else None
+    digest = hashlib.sha256(_git("diff", "HEAD").encode())
+    for rel in untracked:  # new files are part of the code that ran
+        digest.update(rel.encode() + b"\0" + (REPO / rel).read_bytes())
+    return {"git_sha": sha, "git_dirty": dirty, "git_diff_sha256": digest.hexdigest() if dirty else None,
+            "git_untracked": untracked, "read_at": "invocation start", "invocation": invocation}
 
 
 def code_state() -> dict:
-    """The code version of this invocation: read once (the first call, or the sweep's start)."""
-    if CODE_STATE_ENV not in os.environ:
-        os.environ[CODE_STATE_ENV] = json.dumps(_read_code_state())
+    """The code version of this invocation: read once, at the sweep's start (handed to every job,
+    also on SLURM, through the environment) or at a single run's first call. A value inherited from
+    another invocation (its id differs from this one's) is not trusted: it is read again."""
+    from harness.sweep_log import INVOCATION_ENV
+    invocation = os.environ.get(INVOCATION_ENV)
+    cached = json.loads(os.environ.get(CODE_STATE_ENV, "null"))
+    if not cached or cached.get("invocation") != invocation:
+        os.environ[CODE_STATE_ENV] = json.dumps(_read_code_state(invocation))
     return json.loads(os.environ[CODE_STATE_ENV])
 
 
-def start_invocation() -> dict:
+def start_invocation(invocation: str) -> dict:
     """Called by a sweep at its start: read the code state now, for every job it launches."""
-    os.environ[CODE_STATE_ENV] = json.dumps(_read_code_state())
+    os.environ[CODE_STATE_ENV] = json.dumps(_read_code_state(invocation))
     return code_state()
 
 

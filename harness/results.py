@@ -66,13 +66,18 @@ def _without(resolved: dict, drop: dict) -> dict:
     return core
 
 
-def run_identity(resolved: dict) -> str:
-    """One run: the resolved config without observation-only groups and non-semantic settings.
-    Output paths are not part of the config. Skip/resume in sweeps match on it."""
-    return _hash(_without(resolved, NON_SEMANTIC))
+def run_identity(resolved: dict, execution: Optional[dict] = None) -> str:
+    """One run: the resolved config without observation-only groups and non-semantic settings,
+    plus what device and precision resolved to (harness.runtime.execution). Output paths are not
+    part of the config. Skip/resume in sweeps match on it."""
+    return _hash(_with_execution(_without(resolved, NON_SEMANTIC), execution))
 
 
-def config_identity(resolved: dict) -> str:
+def _with_execution(core: dict, execution: Optional[dict]) -> dict:
+    return {**core, "execution": execution} if execution else core
+
+
+def config_identity(resolved: dict, execution: Optional[dict] = None) -> str:
     """One configuration (what tables group by): run_identity without the seed and the learning
     rate, so the seeds and LRs of a configuration share it and nothing else does. The method may
     rewrite its own part (LoRI-S: its LR ratio is an LR, its source run is named by that run's
@@ -83,7 +88,7 @@ def config_identity(resolved: dict) -> str:
     method = core.get("method")
     if isinstance(method, dict) and method.get("kind") in METHODS:
         core["method"] = METHODS.get(method["kind"]).identity_view(method)
-    return _hash(core)
+    return _hash(_with_execution(core, execution))
 
 
 def read_record(run_dir: Path):
@@ -109,29 +114,57 @@ def find_success(sweep_dir: Path, run_id: str) -> Optional[dict]:
 
 class RunLock:
     """Exclusive lock on a run directory: a POSIX record lock (fcntl.lockf, which NFS honours
-    through lockd, unlike flock on some systems) on <run_dir>/.lock, held for the whole run and
-    released by the OS if the process dies (kill -9 included). The file names its holder."""
+    through lockd) on <run_dir>/.lock, held for the whole run and released by the OS if the process
+    dies (kill -9 included). The file names its holder and exists only while a run holds it: release
+    unlinks it before unlocking, and acquire re-checks that the file it locked is still the one at
+    that path (the standard guard against locking a file another process just unlinked)."""
 
     def __init__(self, run_dir: Path):
         self.path = Path(run_dir) / LOCK_FILE
         self._fh = None
 
-    def acquire(self) -> bool:
-        """True if this process now holds the lock; False (at once) if another process does."""
-        import fcntl
+    def acquire(self, wait_seconds: float = 0) -> bool:
+        """True if this process now holds the lock; False if another process holds it (after up to
+        wait_seconds). A file system without working locks is an error, never a silent 'held'."""
         import socket
-        fh = open(self.path, "a+", encoding="utf-8")
-        try:
-            fcntl.lockf(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
+        deadline = time.time() + wait_seconds
+        while True:
+            fh = open(self.path, "a+", encoding="utf-8")
+            if self._try_lock(fh):
+                if self._still_ours(fh):
+                    break
+                fh.close()  # unlinked by its previous holder between our open and our lock: retry
+                continue
             fh.close()
-            return False
+            if time.time() >= deadline:
+                return False
+            time.sleep(min(5.0, max(0.1, deadline - time.time())))
         fh.seek(0)
         fh.truncate()
         fh.write(f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
         fh.flush()
         self._fh = fh
         return True
+
+    def _try_lock(self, fh) -> bool:
+        import errno
+        import fcntl
+        try:
+            fcntl.lockf(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except OSError as exc:
+            if exc.errno in (errno.EAGAIN, errno.EACCES):
+                return False
+            fh.close()
+            from harness.errors import HarnessError
+            raise HarnessError(f"cannot lock {self.path} ({exc.strerror}): this file system does not support"
+                               " locks; put runs and sweeps on one that does") from exc
+
+    def _still_ours(self, fh) -> bool:
+        try:
+            return os.stat(self.path).st_ino == os.fstat(fh.fileno()).st_ino
+        except FileNotFoundError:
+            return False
 
     def holder(self) -> str:
         try:
@@ -140,15 +173,16 @@ class RunLock:
             return "unknown holder"
 
     def release(self) -> None:
-        """Unlock; a directory left holding only the lock file (a refused run) is removed."""
+        """Unlink the lock file (still holding it), then unlock; a directory left empty (a refused
+        run) is removed."""
         if self._fh is None:
             return
-        run_dir = self.path.parent
-        if [e.name for e in run_dir.iterdir()] == [LOCK_FILE]:
-            self.path.unlink()
-            run_dir.rmdir()
+        self.path.unlink(missing_ok=True)
         self._fh.close()  # closing releases the lock
         self._fh = None
+        run_dir = self.path.parent
+        if run_dir.is_dir() and not any(run_dir.iterdir()):
+            run_dir.rmdir()
 
 
 def _entries(run_dir: Path):
@@ -182,15 +216,22 @@ def _move_aside(run_dir: Path, prefix: str) -> Path:
 def _truncate_events(path: Path, last_step: int) -> None:
     """Drop events logged after the checkpoint's step: the resumed run logs them again."""
     if path.is_file():
-        kept = [ln for ln in path.read_text().splitlines(keepends=True)
-                if ln.strip() and json.loads(ln).get("step", 0) <= last_step]
-        write_text_atomic(path, "".join(kept))
+        kept = [ln for ln in path.read_text().splitlines(keepends=True) if _step_of(ln) <= last_step]
+        write_text_atomic(path, "".join(ln if ln.endswith("\n") else ln + "\n" for ln in kept))
+
+
+def _step_of(line: str) -> float:
+    """The step of a logged event; a line torn by a kill (or blank) is dropped: infinity."""
+    try:
+        return json.loads(line).get("step", 0) if line.strip() else float("inf")
+    except json.JSONDecodeError:
+        return float("inf")
 
 
 def prepare_run_dir(run_dir: Path, run_id: str, in_sweep: bool = False) -> Preparation:
     """Decide between fresh start, resume and skip. Nothing is deleted or overwritten: earlier
     attempts are moved into attempt-k/, a sweep job's stale success (older config) into superseded-k/."""
-    from harness.checkpoint import read_meta
+    from harness.checkpoint import find_loadable
     from harness.errors import HarnessError
     run_dir = Path(run_dir)
     previous = read_record(run_dir)
@@ -202,15 +243,17 @@ def prepare_run_dir(run_dir: Path, run_id: str, in_sweep: bool = False) -> Prepa
             return Preparation("skip", previous=previous)
         aside = _move_aside(run_dir, "superseded")
         return Preparation("fresh", note=f"a success of another config ({previous.get('run_id')}) moved to {aside}")
-    meta = read_meta(run_dir)
+    found = find_loadable(run_dir)  # unreadable checkpoints moved aside: the one load() will read
+    meta = found.meta
     if meta and meta.get("run_id") == run_id and previous is not None and previous.get("run_id") == run_id:
         _truncate_events(run_dir / "metrics.jsonl", meta["step"])
-        return Preparation("resume", note=f"resuming from the checkpoint at step {meta['step']}",
+        return Preparation("resume", note=found.note(f"resuming from {found.name}/ at step {meta['step']}"),
                            previous=previous, resume_step=meta["step"])
     if not _entries(run_dir):
         return Preparation("fresh")
     aside = _move_aside(run_dir, "attempt")
-    return Preparation("fresh", note=f"earlier attempt's files moved to {aside}")
+    return Preparation("fresh", note=found.note(("starting fresh; " if found.moved else "")
+                                                + f"earlier attempt's files moved to {aside}"))
 
 
 def failure_reason(exc: BaseException) -> str:
@@ -227,15 +270,16 @@ def failure_reason(exc: BaseException) -> str:
 class RunRecord:
     """Accumulates the record of one run and writes result.json at each status change."""
 
-    def __init__(self, run_dir: Path, resolved: dict, labels: dict, overrides):
+    def __init__(self, run_dir: Path, resolved: dict, labels: dict, overrides, execution: Optional[dict] = None):
         self.path = Path(run_dir) / "result.json"
         self.started = time.time()
         self.data = {
             "schema_version": SCHEMA_VERSION,
             "status": "running",
             "error": None,
-            "run_id": run_identity(resolved),
-            "config_id": config_identity(resolved),
+            "run_id": run_identity(resolved, execution),
+            "config_id": config_identity(resolved, execution),
+            "execution": execution,
             "labels": labels,
             "seed": resolved["train"]["seed"],
             "overrides": list(overrides),

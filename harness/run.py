@@ -12,6 +12,7 @@ from omegaconf import OmegaConf
 
 from harness.config import effective_lr, lr_source, validate, validate_with_tokenizer
 from harness.errors import HarnessError
+from harness.tracking import Redactor
 
 
 def _print_inferred(inferred: dict) -> None:
@@ -47,30 +48,41 @@ def run_job(cfg, run_dir: Path, overrides=(), sweep_dir: Path = None) -> dict:
     set), a job whose successful record already exists anywhere in the sweep is skipped: the
     earlier record is returned with "skipped": True.
     """
-    from harness import data as data_mod
     from harness.hub import configure_hub
     from harness.methods import METHODS
+    from harness.preflight import preflight
     from harness.results import RunLock, find_success, run_identity
+    from harness.runtime import execution as runtime_execution
 
     run_dir = Path(run_dir)
     hub = configure_hub()
     validate(cfg)
     method_cls = METHODS.get(cfg.method.kind)
-    resolved = OmegaConf.to_container(cfg, resolve=True)
-    run_id = run_identity(resolved)
+    resolved = Redactor.for_config(cfg).config(OmegaConf.to_container(cfg, resolve=True))  # no secrets, ever
+    execution = runtime_execution(cfg.train)  # what device/precision 'auto' means here: part of the identity
+    run_id = run_identity(resolved, execution)
     done = find_success(sweep_dir, run_id) if sweep_dir is not None else None
     if done is not None:
         print(f"[harness] skipped: {run_id} already succeeded in {done['record_dir']}")
         return {**done, "skipped": True}
-    data_source = data_mod.check_available(cfg.task)
+    data_source = preflight(cfg)["data"]  # model, method and data checks: a refused run writes nothing
     run_dir.mkdir(parents=True, exist_ok=True)
     lock = RunLock(run_dir)
-    if not lock.acquire():  # another process is writing this run: never two writers on one run
+    if not lock.acquire(_requeue_wait()):  # another process is writing this run: never two writers on one run
         return _held_elsewhere(lock, run_id, run_dir, in_sweep=sweep_dir is not None)
     try:
-        return _run_locked(cfg, run_dir, run_id, resolved, method_cls, data_source, hub, overrides, sweep_dir)
+        return _run_locked(cfg, run_dir, run_id, resolved, method_cls, data_source, hub, overrides, sweep_dir,
+                           execution)
     finally:
         lock.release()
+
+
+def _requeue_wait() -> float:
+    """Seconds to wait for a run's lock: a SLURM job requeued after its node died may find the dead
+    holder's lock still alive on NFS until the lease runs out (~90 s), so it waits instead of
+    leaving its own run to nobody. First attempts never wait."""
+    import os
+    return 300.0 if int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0) > 0 else 0.0
 
 
 def _held_elsewhere(lock, run_id: str, run_dir: Path, in_sweep: bool) -> dict:
@@ -83,7 +95,8 @@ def _held_elsewhere(lock, run_id: str, run_dir: Path, in_sweep: bool) -> dict:
     return {"run_id": run_id, "record_dir": str(run_dir), "skipped": True, "held_by": lock.holder()}
 
 
-def _run_locked(cfg, run_dir, run_id, resolved, method_cls, data_source, hub, overrides, sweep_dir) -> dict:
+def _run_locked(cfg, run_dir, run_id, resolved, method_cls, data_source, hub, overrides, sweep_dir,
+                execution) -> dict:
     """The rest of run_job, under the run directory's lock."""
     from harness import preemption
     from harness.results import RunRecord, prepare_run_dir, write_text_atomic
@@ -96,7 +109,8 @@ def _run_locked(cfg, run_dir, run_id, resolved, method_cls, data_source, hub, ov
         print(f"[harness] {prep.note}")
 
     write_text_atomic(run_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(resolved)))
-    record = RunRecord(run_dir, resolved, _labels(cfg, method_cls), _overrides(overrides))
+    record = Redactor.for_config(cfg).record(RunRecord(run_dir, resolved, _labels(cfg, method_cls), _overrides(overrides),
+                                                         execution))
     record.update(report_metric=cfg.task.report_metric)
     if prep.action == "resume":
         record.update(started_at=prep.previous["started_at"],
@@ -123,11 +137,12 @@ def _run_locked(cfg, run_dir, run_id, resolved, method_cls, data_source, hub, ov
 
 
 def _overrides(explicit):
+    """The overrides as typed: `${oc.env:X}` stays an expression (Hydra's list would resolve it)."""
     if explicit:
         return list(explicit)
     try:
         from hydra.core.hydra_config import HydraConfig
-        return list(HydraConfig.get().overrides.task)
+        return list(OmegaConf.to_container(HydraConfig.get().overrides.task, resolve=False))
     except ValueError:  # not running under Hydra (tests call run_job directly)
         return []
 

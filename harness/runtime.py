@@ -50,6 +50,15 @@ def _choose_precision(requested: str, device: str):
     return requested, "set by train.precision"
 
 
+def execution(train_cfg) -> dict:
+    """What train.device / train.precision resolve to here ('auto' included): part of both
+    identities, so a CPU fp32 run and a GPU bf16 run of one config are never the same run or
+    configuration (a GPU sweep does not skip a job because a CPU run of it succeeded)."""
+    device, _ = _choose_device(train_cfg.device)
+    precision, _ = _choose_precision(train_cfg.precision, device)
+    return {"device_type": device.split(":")[0], "precision": precision}
+
+
 def seed_everything(seed: int, deterministic: bool) -> None:
     import numpy as np
     import torch

@@ -120,12 +120,15 @@ class GridSweeper(Sweeper):
         """Compose and validate every job before any is launched. In a staged sweep, jobs of later
         blocks may need runs of earlier ones (LoRI-S): they are composed now, validated when they run."""
         from harness.config import validate
+        from harness.preflight import preflight
         jobs = [(b, job) for b, block in enumerate(blocks) for job in block]
         for i, (b, overrides) in enumerate(jobs):
             try:
                 cfg = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
+                job_cfg = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
                 if b == 0 or not self.staged:
-                    validate(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]))
+                    validate(job_cfg)
+                preflight(job_cfg, method_checks=b == 0 or not self.staged)  # model, tokenizer, data
             except Exception as exc:
                 from harness.cli_errors import describe
                 line, _ = describe(exc)
@@ -143,8 +146,8 @@ class GridSweeper(Sweeper):
             write_text_atomic(sweep_dir / "multirun.yaml", OmegaConf.to_yaml(self.config))
         invocation = uuid.uuid4().hex[:12]
         from harness import provenance
-        code = provenance.start_invocation()  # one code version for every job of this invocation
         os.environ[sweep_log.INVOCATION_ENV] = invocation
+        code = provenance.start_invocation(invocation)  # one code version for every job of this invocation
         os.environ[sweep_log.TOTAL_ENV] = str(len(jobs))
         started = time.time()
         sweep_log.append(sweep_dir / sweep_log.INVOCATIONS, {
@@ -155,7 +158,12 @@ class GridSweeper(Sweeper):
               f" -> {sweep_dir}", flush=True)
         stages = blocks if self.staged else [jobs]
         returns, lost, idx = [], [], 0
-        for stage in stages:
+        for k, stage in enumerate(stages):
+            if k and _held_so_far(sweep_dir, invocation):
+                print(f"[sweep] stage {k + 1} of {len(stages)} not launched: jobs of an earlier stage are being run"
+                      " by another invocation and later stages need their results; run the sweep again once it"
+                      " has finished", flush=True)
+                break
             for batch in _basic().split_overrides_to_chunks(stage, self.max_batch_size):
                 if not batch:
                     continue
@@ -180,6 +188,10 @@ class GridSweeper(Sweeper):
         if failed:  # every other job ran; the exit status still tells scripts that some failed
             raise RunsFailed(f"{failed} of {len(jobs)} sweep jobs failed (listed above; records in {sweep_dir})")
         return returns
+
+
+def _held_so_far(sweep_dir: Path, invocation: str) -> bool:
+    return any(e["outcome"] == "held" for e in sweep_log.read(sweep_dir / sweep_log.JOB_LOG, invocation))
 
 
 def plan(name: str, overrides=()) -> List[List[List[str]]]:

@@ -113,8 +113,10 @@ def test_lr_ratio_and_paired_comparison(sweep):
     pairs = tables.paired(runs)
     lora = pairs[pairs["method"] == "lora"].iloc[0]
     assert lora["n"] == 3 and lora["reference"] == "fullft"
-    assert lora["t_ci95_low"] <= lora["mean_diff"] <= lora["t_ci95_high"]
+    # every seed's difference is the same here: no zero-width interval is claimed
+    assert lora["sd_diff"] == pytest.approx(0, abs=1e-12) and math.isnan(lora["t_ci95_low"])
     assert math.isnan(lora["boot_ci95_low"])  # no bootstrap below 10 seeds
+    assert "no spread: every seed's difference is the same" in tables._pair_cells(lora)
 
 
 def test_bootstrap_interval_covers_the_mean():
@@ -335,3 +337,22 @@ def test_single_lr_ratio_is_not_measured_and_not_drawn(tmp_path):
     assert report.ratio["single_lr"] and "not measured (single LR)" in report.markdown
     drawn = [c.get_label() for c in report.figures["lr_sweep"].axes[0].containers]
     assert drawn == ["lora r8"]  # FullFT's single point is no curve
+
+
+def test_a_run_found_in_two_sweeps_counts_once_and_a_seed_clash_is_refused(sweep, tmp_path):
+    import shutil
+    other = tmp_path / "overlap"
+    other.mkdir()
+    shutil.copytree(sweep / "fullft-1-1", other / "fullft-1-1")  # the same run, analysed twice
+    both = analysis.load.load_runs([sweep, other])
+    assert len(both) == len(analysis.load.load_runs([sweep]))
+    pairs = tables.paired(both)
+    assert (pairs["n"] <= 3).all()  # seeds are not multiplied by the duplicate
+    clash = tmp_path / "clash"
+    clash.mkdir()
+    shutil.copytree(sweep / "fullft-1-1", clash / "fullft-1-1-again")
+    record = json.loads((clash / "fullft-1-1-again/result.json").read_text())
+    record["run_id"] = "another-run-same-config-lr-seed"
+    (clash / "fullft-1-1-again/result.json").write_text(json.dumps(record))
+    with pytest.raises(ValueError, match="share a configuration, LR and seed"):
+        analysis.load.load_runs([sweep, clash])

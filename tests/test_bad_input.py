@@ -31,6 +31,11 @@ CASES = [
     (["eval.protocol=best"], "unknown eval protocol 'best'"),
     (["train.head=pooler"], "train.head must be one of"),
     (["method.target_modules=nothing_matches"], "matches no linear module"),
+    # `+` does not get past the schema; Hydra grammar errors; config-only ranges (through the real CLI)
+    (["+train.warmup_step=4"], "unknown config key 'train.warmup_step' (did you mean 'train.warmup_steps'?)"),
+    (["method=loreft", "method.layers=0;2;4"],
+     "cannot parse override 'method.layers=0;2;4': unexpected character ';' at position 16"),
+    (["train.seed=-1"], "train.seed must be in [0, 2**32 - 1] (got -1)"),
 ]
 
 
@@ -46,13 +51,14 @@ def _assert_no_success(run_dir):
     assert not record.exists() or json.loads(record.read_text())["status"] != "success"
 
 
-@pytest.mark.parametrize("overrides,fragment", CASES, ids=[c[0][0] for c in CASES])
+@pytest.mark.parametrize("overrides,fragment", CASES, ids=[c[0][-1] for c in CASES])
 def test_bad_input_is_one_line(overrides, fragment, mirror, tmp_path):
     run_dir = tmp_path / "run"
     proc = cli("model=tiny_bert", "logger=none", *overrides, f"hydra.run.dir={run_dir}",
                env={"HARNESS_DATA_DIR": str(mirror)})
     _assert_one_line(proc, fragment)
     _assert_no_success(run_dir)
+    assert not run_dir.exists()  # refused before anything was written
 
 
 def test_max_length_below_needs(mirror, tmp_path):
@@ -83,3 +89,109 @@ def test_existing_success_is_not_overwritten(use_mirror, tmp_path):
                env={"HARNESS_DATA_DIR": str(use_mirror)})
     _assert_one_line(proc, "already holds a successful run")
     assert (tmp_path / "run/result.json").read_bytes() == before
+
+
+# Cases where the CLI is not the point: the config-only checks, in-process (validate is what the CLI
+# and the sweeper run before anything is written), with the same one-line message and exit code.
+IN_PROCESS = [
+    # keys that `+` / `++` add are checked against the schemas (dataclasses) again, recursively
+    (["+method.rnak=4"], "unknown config key 'method.rnak'; valid keys here: kind, label"),
+    (["+train.no_such_key=1"], "unknown config key 'train.no_such_key'; valid keys here: seed,"),
+    (["++train.foo=1"], "unknown config key 'train.foo'"),
+    (["+train.warmup_step=4"], "unknown config key 'train.warmup_step' (did you mean 'train.warmup_steps'?)"),
+    (["++train.warmup_step=4"], "unknown config key 'train.warmup_step' (did you mean 'train.warmup_steps'?)"),
+    (["+task.num_label=3"], "unknown config key 'task.num_label' (did you mean 'task.num_labels'?)"),
+    (["+logger.api_key=x"], "unknown config key 'logger.api_key'"),
+    (["+eval.seed=1"], "unknown config key 'eval.seed'"),
+    (["+model.arhc=encoder"], "unknown config key 'model.arhc' (did you mean 'model.arch'?)"),
+    (["method=loreft", "+method.rank=4"], "unknown config key 'method.rank'"),
+    (["method=loreft", "+method.alpha=4"], "unknown config key 'method.alpha'"),  # a LoRA knob on ReFT
+    (["+foo.bar=1"], "unknown top-level config key(s) ['foo']"),
+    # Hydra's override grammar: one line naming the override, what is wrong, and how to quote
+    (["task=sst2é"], "cannot parse override 'task=sst2é': unexpected character 'é' at position 10"),
+    (["method=loreft", "method.layers=0;2;4"], "quoted, the whole override in single quotes for the shell:"
+                                               " 'method.layers=\"0;2;4\"'"),
+    (["method.r=[1"], "cannot parse override 'method.r=[1': no viable alternative at input '[1'; brackets must balance"),
+    (["train.seed=${oc.env:X"], "cannot parse override 'train.seed=${oc.env:X'"),
+    (["+train=1"], "cannot compose the config: Config group override must be a string or a list"),
+    # config-only ranges
+    (["train.seed=4294967296"], "train.seed must be in [0, 2**32 - 1] (got 4294967296)"),
+    (["train.seed=-1"], "train.seed must be in [0, 2**32 - 1] (got -1)"),
+    (["eval.split_seed=-3"], "eval.split_seed must be in [0, 2**32 - 1] (got -3)"),
+    (["train.adam_beta1=1"], "train.adam_beta1 must be in [0, 1) (got 1.0)"),
+    (["train.adam_beta1=-0.1"], "train.adam_beta1 must be in [0, 1) (got -0.1)"),
+    (["train.adam_beta2=1.5"], "train.adam_beta2 must be in [0, 1) (got 1.5)"),
+    (["train.adam_eps=0"], "train.adam_eps must be > 0 (got 0.0)"),
+    (["train.adam_eps=-1e-8"], "train.adam_eps must be > 0"),
+    (["train.max_steps=null", "train.epochs=inf"], "train.epochs must be a finite number (got inf)"),
+    (["train.weight_decay=inf"], "train.weight_decay must be a finite number (got inf)"),
+    (["method.alpha=inf"], "method.alpha must be a finite number (got inf)"),
+    (["method.dropout=nan"], "method.dropout must be a finite number (got nan)"),
+    (["train.warmup_ratio=nan"], "train.warmup_ratio must be a finite number (got nan)"),
+    (["train.base_lr=inf"], "train.base_lr must be a finite number (got inf)"),
+    (["train.max_grad_norm=-inf"], "train.max_grad_norm must be a finite number (got -inf)"),
+    (["method.lr_multiplier=nan"], "method.lr_multiplier must be a finite number (got nan)"),
+    (["method=loreft", "method.dropout=inf"], "method.dropout must be a finite number"),
+    (["+model.from_config.layer_norm_eps=nan"], "model.from_config.layer_norm_eps must be a finite number"),
+    (["task.num_labels=1"], "task.num_labels must be 1 for a regression task and >= 2 for a classification task"
+                            " (got task.label_type=classification, task.num_labels=1)"),
+    (["task=stsb", "task.num_labels=2"], "(got task.label_type=regression, task.num_labels=2)"),
+    (["task.label_type=ordinal"], "task.label_type must be one of ('classification', 'regression') (got 'ordinal')"),
+    (["train.device=gpu"], "train.device must be auto, cpu, cuda or cuda:N (got 'gpu')"),
+    (["train.device=cuda:x"], "train.device must be auto, cpu, cuda or cuda:N"),
+    (["task.text_fields=[a,b,c]"], "task.text_fields must name one or two fields"),
+    (["task.text_fields=[]"], "task.text_fields must name one or two fields"),
+]
+
+
+def _one_line_in_process(*overrides):
+    from conftest import compose
+    from harness.cli_errors import describe
+    from harness.config import validate
+    try:
+        validate(compose("model=tiny_bert", "logger=none", *overrides))
+    except Exception as exc:  # noqa: BLE001 - what the CLI would print for it
+        return describe(exc)
+    pytest.fail(f"{overrides} was accepted")
+
+
+@pytest.mark.parametrize("overrides,fragment", IN_PROCESS, ids=[" ".join(c[0]) for c in IN_PROCESS])
+def test_bad_config_is_one_line_in_process(overrides, fragment):
+    line, code = _one_line_in_process(*overrides)
+    assert code == 2, line
+    assert "\n" not in line and fragment in line, line
+
+
+@pytest.mark.parametrize("overrides", [
+    ["+model.from_config.extra_setting=1"],  # mapping fields take free keys
+    ["+task.eval_splits.extra=validation", "task.report_metric=accuracy_validation"],
+    ["train.seed=0"], ["train.seed=4294967295"], ["train.adam_beta1=0"], ["train.device=cuda:1"],
+    ["train.max_grad_norm=null"], ["task=mrpc"], ["task=stsb"],
+], ids=lambda o: " ".join(o))
+def test_good_config_passes(overrides):
+    from conftest import compose
+    from harness.config import validate
+    validate(compose("model=tiny_bert", "logger=none", *overrides))
+
+
+def test_added_key_leaves_refused_run_dir_untouched(mirror, tmp_path):
+    """A refused run into a directory that holds an earlier (failed) attempt changes nothing there."""
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "result.json").write_text(json.dumps({"status": "failed", "run_id": "x"}))
+    (run_dir / "note.txt").write_text("keep me")
+    before = {p.name: p.read_bytes() for p in run_dir.iterdir()}
+    proc = cli("model=tiny_bert", "logger=none", "++train.warmup_step=4", f"hydra.run.dir={run_dir}",
+               env={"HARNESS_DATA_DIR": str(mirror)})
+    _assert_one_line(proc, "unknown config key 'train.warmup_step' (did you mean 'train.warmup_steps'?)")
+    assert {p.name: p.read_bytes() for p in run_dir.iterdir()} == before
+
+
+def test_sweep_refuses_an_added_key_up_front(mirror, tmp_path):
+    """The grid sweeper validates every job before launching any: nothing is written."""
+    sweep_dir = tmp_path / "sweep"
+    proc = cli("-m", "model=tiny_bert", "logger=none", "train.seed=1,2", "+train.warmup_step=4",
+               f"hydra.sweep.dir={sweep_dir}", env={"HARNESS_DATA_DIR": str(mirror)})
+    _assert_one_line(proc, "unknown config key 'train.warmup_step' (did you mean 'train.warmup_steps'?)")
+    assert "sweep job 0" in proc.stderr
+    assert not sweep_dir.exists()

@@ -69,3 +69,24 @@ def test_real_mirror_sizes(real_mirror):
     assert len(data.load_split(cfg.task, "validation")) == 872
     boolq = data.load_split(compose("task=boolq").task, "validation")
     assert {"question", "passage", "answer"} <= set(boolq.column_names) and len(boolq) == 1000
+
+
+def test_validate_split_reports_rows_and_labels(use_mirror):
+    boolq = data.validate_split(compose("task=boolq").task, "train", train=True)
+    assert boolq.rows == 64 and boolq.labels == {0, 1}  # bool labels count as 0/1
+    assert data.validate_split(compose("task=stsb").task, "validation").labels is None  # regression
+
+
+def test_prepare_refuses_labels_that_int_would_truncate(mirror, tmp_path, monkeypatch, tokenizer):
+    """Labels 0.5/1.5 were silently truncated by int(); loading the split for training now refuses them."""
+    import shutil
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    root = tmp_path / "mirror"
+    shutil.copytree(mirror, root)
+    pq.write_table(pa.table({"sentence": ["a good film", "a bad film"], "label": [0.5, 1.5]}),
+                   root / "glue/sst2/validation.parquet")
+    monkeypatch.setenv("HARNESS_DATA_DIR", str(root))
+    with pytest.raises(HarnessError, match=r"split 'validation' .*label 'label' has 2 non-integer value\(s\)"):
+        data.prepare(compose("model=tiny_bert", "task=sst2", "task.max_length=12"), tokenizer, KEEP)

@@ -42,3 +42,13 @@ def test_reft_tied_weights_layers_and_variant_are_configurations():
     ids = {_ids("method=loreft", *o)[1] for o in [(), ("method.tied_weights=true",), ("method.layers='0'",),
                                                  ("method=noreft",), ("method=direft",)]}
     assert len(ids) == 5
+
+
+def test_what_auto_resolves_to_is_part_of_both_identities():
+    """A CPU fp32 run and a GPU bf16 run of one config (device=auto, precision=auto) are different
+    runs and configurations: a GPU sweep never skips a job because its CPU twin succeeded."""
+    resolved = OmegaConf.to_container(compose("model=tiny_bert"), resolve=True)
+    cpu, gpu = {"device_type": "cpu", "precision": "fp32"}, {"device_type": "cuda", "precision": "bf16"}
+    assert run_identity(resolved, cpu) != run_identity(resolved, gpu)
+    assert config_identity(resolved, cpu) != config_identity(resolved, gpu)
+    assert run_identity(resolved, cpu) == run_identity(resolved, dict(cpu))

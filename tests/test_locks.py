@@ -63,3 +63,20 @@ def test_a_run_directory_in_use_is_refused(use_mirror, tmp_path):
     assert holder.acquire()  # released when the holder died
     holder.release()
     assert not run_dir.exists()  # only the lock was there: removed with it
+
+
+def test_a_file_system_without_locks_is_an_error_not_a_held_run(tmp_path, monkeypatch):
+    """ENOLCK (NFS without lockd) must not read as 'another process holds it': every job would be
+    skipped as held and the sweep would exit 0 having trained nothing."""
+    import errno
+    import fcntl
+
+    import pytest
+
+    from harness.errors import HarnessError
+
+    def no_locks(*args):
+        raise OSError(errno.ENOLCK, "No locks available")
+    monkeypatch.setattr(fcntl, "lockf", no_locks)
+    with pytest.raises(HarnessError, match="does not support locks"):
+        RunLock(tmp_path).acquire()

@@ -80,14 +80,19 @@ def test_lori_s_fails_clearly_without_its_lori_d_run(lori_d_run, tmp_path, args,
 
 
 def test_lori_s_takes_the_lori_d_run_whose_lr_won_on_the_selection_split():
-    """Not the first directory: the LR with the best mean selection score over seeds, this seed's run."""
+    """Not the first directory: the (configuration, LR) with the best mean selection score over seeds;
+    an LR with fewer successful seeds than its configuration's others does not compete."""
     from harness.methods.lori import best_lr_run
 
-    def rec(lr, seed, select, report):
-        return {"inferred": {"lr": {"value": lr}}, "seed": seed, "report_metric": "accuracy",
+    def rec(lr, seed, select, report, config="d1"):
+        return {"inferred": {"lr": {"value": lr}}, "seed": seed, "report_metric": "accuracy", "config_id": config,
                 "metrics": {"accuracy": report}, "evaluation": {"selection_score": select}}
     candidates = [(rec(1e-4, 1, 0.60, 0.99), "a-lr1e-4-s1"), (rec(1e-4, 2, 0.62, 0.99), "a-lr1e-4-s2"),
                   (rec(1e-3, 1, 0.70, 0.50), "b-lr1e-3-s1"), (rec(1e-3, 2, 0.66, 0.50), "b-lr1e-3-s2")]
     assert best_lr_run(candidates, 2) == "b-lr1e-3-s2"  # best selection mean, though its reported score is worst
     assert best_lr_run(candidates[:2], 1) == "a-lr1e-4-s1"
-    assert best_lr_run(candidates, 3) == ""  # no run of this seed
+    assert best_lr_run(candidates, 3) == ""  # the winner has no run of this seed: no silent fallback
+    lucky = candidates + [(rec(3e-3, 1, 0.95, 0.9), "c-lr3e-3-s1")]  # its seed 2 diverged
+    assert best_lr_run(lucky, 1) == "b-lr1e-3-s1"
+    other = candidates + [(rec(1e-3, 1, 0.99, 0.9, config="d2"), "d2-s1"), (rec(1e-3, 2, 0.30, 0.9, config="d2"), "d2-s2")]
+    assert best_lr_run(other, 1) == "b-lr1e-3-s1"  # d2's mean 0.645 < 0.68: configurations are not pooled

@@ -8,7 +8,8 @@ from conftest import run_tiny
 
 RESULT_KEYS = {"schema_version", "status", "error", "run_id", "labels", "seed", "overrides", "started_at",
                "finished_at", "report_metric", "metrics", "evaluation", "params", "cost", "inferred",
-               "provenance", "config", "data", "ranks", "method_report", "flags", "attempts", "config_id", "baseline"}
+               "provenance", "config", "data", "ranks", "method_report", "flags", "attempts", "config_id", "baseline",
+               "execution"}
 PARAM_KEYS = {"adapter", "head", "trainable", "base_total", "stored", "nonzero", "adapter_pct_of_base",
               "trainable_pct_of_base"}
 COST_KEYS = {"train_seconds", "eval_seconds", "wall_seconds", "steps", "step_seconds_median", "tokens_per_second",
@@ -36,6 +37,7 @@ def test_tiny_run_writes_complete_record(use_mirror, tmp_path):
     assert on_disk["labels"] == {"task": "sst2", "task_version": "1", "model": "tiny_bert", "model_version": "1",
                                  "method": "lora", "method_kind": "lora", "method_version": "1"}
     assert len(on_disk["config_id"]) == 16 and on_disk["config_id"] != on_disk["run_id"]
+    assert on_disk["execution"] == {"device_type": "cpu", "precision": "fp32"}
     base = on_disk["baseline"]
     assert base["predictor"] == "majority" and set(base["metrics"]) == {"accuracy"} and base["part"] == "full"
     assert sum(base["prediction_distribution"].values()) == sum(base["label_distribution"].values()) == 40
@@ -104,7 +106,7 @@ def test_failed_run_is_recorded_and_kept_aside_on_retry(use_mirror, tmp_path, mo
 def test_diverged_run_is_recorded(use_mirror, tmp_path):
     from harness.train import Diverged
     with pytest.raises(Diverged):
-        run_tiny(tmp_path / "run", "method.lr=1e30", "train.max_grad_norm=null", "method.r=64")
+        run_tiny(tmp_path / "run", "method.lr=1e30", "train.max_grad_norm=null", "method.r=32")
     record = json.loads((tmp_path / "run/result.json").read_text())
     assert record["status"] == "failed" and record["error"]["reason"] == "diverged"
 
@@ -116,3 +118,27 @@ def test_wandb_offline_sink_runs_without_account(use_mirror, tmp_path, monkeypat
     assert record["status"] == "success"
     offline_runs = list((tmp_path / "run/wandb").glob("offline-run-*"))
     assert len(offline_runs) == 1 and list(offline_runs[0].glob("run-*.wandb"))
+
+
+def test_code_state_is_read_once_per_invocation_and_never_inherited_from_another(monkeypatch):
+    """A sweep hands its code state to every job (same invocation id): used as is. One inherited from
+    another invocation (a parent process that ran a sweep) is stale: read again."""
+    from harness import provenance
+    from harness.sweep_log import INVOCATION_ENV
+    monkeypatch.setenv(INVOCATION_ENV, "this-sweep")
+    monkeypatch.setenv(provenance.CODE_STATE_ENV, json.dumps({"git_sha": "handed-down", "invocation": "this-sweep"}))
+    assert provenance.code_state()["git_sha"] == "handed-down"
+    monkeypatch.setenv(provenance.CODE_STATE_ENV, json.dumps({"git_sha": "stale", "invocation": "another"}))
+    fresh = provenance.code_state()
+    assert fresh["git_sha"] != "stale" and fresh["invocation"] == "this-sweep" and len(fresh["git_sha"]) == 40
+
+
+def test_a_line_torn_by_a_kill_does_not_block_resume(tmp_path):
+    """kill -9 mid-write can leave half a JSON line at the end of metrics.jsonl: resume drops it
+    (and every event after the checkpoint's step) instead of failing on it at every retry."""
+    from harness.results import _truncate_events
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"step": 5, "train/loss": 0.7}\n{"step": 10, "train/loss": 0.6}\n'
+                    '{"step": 15, "train/loss": 0.5}\n{"step": 20, "train/lo')
+    _truncate_events(path, 10)
+    assert [json.loads(ln)["step"] for ln in path.read_text().splitlines()] == [5, 10]

@@ -82,13 +82,29 @@ def load_runs(sweep_dirs: Iterable[Path]) -> pd.DataFrame:
         for run_dir in job_dirs(sweep_dir):
             record = json.loads((run_dir / "result.json").read_text())
             rows.append(_row(record, run_dir))
-            configs.setdefault(rows[-1]["config_id"], record["config"])
+            # what device/precision resolved to is part of the configuration (harness.runtime.execution)
+            configs.setdefault(rows[-1]["config_id"], {**record["config"], "execution": record.get("execution")})
     if not rows:
         raise FileNotFoundError(f"no run records (*/result.json) under {[str(d) for d in sweep_dirs]}")
-    runs = pd.DataFrame(rows)
+    runs = _one_per_run(pd.DataFrame(rows))
     runs["knobs"] = unique_knobs(runs, configs)
     runs["label"] = (runs["method"] + " " + runs["knobs"]).str.strip()
     runs = runs.join(_loss_flags(runs))
+    return runs
+
+
+def _one_per_run(runs: pd.DataFrame) -> pd.DataFrame:
+    """One row per run: the same run_id found twice (overlapping sweeps analysed together) is one run,
+    counted once. Two different runs of one configuration, LR and seed (e.g. differing only in
+    eval.split_seed) would be paired as the same seed: refused, since no choice between them is fair."""
+    runs = runs.drop_duplicates("run_id", keep="first").reset_index(drop=True)
+    done = runs[runs["status"] == "success"]
+    clash = done[done.duplicated([CONFIG_KEY, "lr", "seed"], keep=False)]
+    if len(clash):
+        first = clash.iloc[0]
+        dirs = clash[(clash[CONFIG_KEY] == first[CONFIG_KEY]) & (clash["seed"] == first["seed"])]["dir"].tolist()
+        raise ValueError(f"{len(clash)} successful runs share a configuration, LR and seed but not a run_id"
+                         f" (e.g. {dirs[:2]}); analyse them apart or drop one")
     return runs
 
 
@@ -127,7 +143,10 @@ def _differing_keys(views: pd.DataFrame) -> str:
             return f"[config {cid[:8]}]"
         return "[" + ", ".join(f"{k.removeprefix('method.')}={row[k]}" for k in shown) + more + "]"
 
-    return pd.Series({cid: bracket(cid, row) for cid, row in views.iterrows()})
+    labels = pd.Series({cid: bracket(cid, row) for cid, row in views.iterrows()})
+    if labels.duplicated(keep=False).any():  # the keys shown do not tell them apart: the id does
+        labels = pd.Series({cid: f"{text[:-1]}; config {cid[:8]}]" for cid, text in labels.items()})
+    return labels
 
 
 def unique_knobs(runs: pd.DataFrame, configs: Dict[str, dict]) -> pd.Series:

@@ -151,13 +151,15 @@ def optima_per_seed(runs: pd.DataFrame, config_id: str) -> pd.Series:
 
 
 def t_interval(values, level: float = 0.95):
-    """Student-t interval for the mean of values ((nan, nan) below 2 values)."""
+    """Student-t interval for the mean of values: (nan, nan) below 2 values, and when every value is
+    the same (a zero-width interval would claim a certainty that identical seeds do not give: the
+    same grid point for every seed, or every run predicting the majority class)."""
     values = np.asarray(values, float)
     if len(values) < 2:
         return (np.nan, np.nan)
     mean, sem = values.mean(), stats.sem(values)
     if sem == 0:
-        return (mean, mean)
+        return (np.nan, np.nan)
     return tuple(stats.t.interval(level, df=len(values) - 1, loc=mean, scale=sem))
 
 
@@ -227,8 +229,12 @@ def ratio_text(summary: dict) -> str:
     if not summary:
         return "not measured (single LR)"
     low, high = summary["ci95"]
-    spread = (f"95% CI {low:.1f}-{high:.1f}x over {summary['seeds']} seeds" if np.isfinite(low)
-              else f"{summary['seeds']} seed, no interval")
+    if np.isfinite(low):
+        spread = f"95% CI {low:.1f}-{high:.1f}x over {summary['seeds']} seeds"
+    elif summary["seeds"] > 1:
+        spread = f"every one of {summary['seeds']} seeds has the same optimum (grid resolution): no interval"
+    else:
+        spread = f"{summary['seeds']} seed, no interval"
     return f"{summary['ratio']:.1f}x ({spread})"
 
 
@@ -360,8 +366,9 @@ def _pair_cells(p: pd.Series) -> str:
     if p["n"] == 1:
         return "1 seed | | | "
     boot = f"[{p['boot_ci95_low']:+.3f}, {p['boot_ci95_high']:+.3f}]" if np.isfinite(p["boot_ci95_low"]) else ""
-    return (f"[{p['t_ci95_low']:+.3f}, {p['t_ci95_high']:+.3f}] | {p['p_signflip']:.3g} | {p['p_holm']:.3g} |"
-            f" {boot}")
+    t = (f"[{p['t_ci95_low']:+.3f}, {p['t_ci95_high']:+.3f}]" if np.isfinite(p["t_ci95_low"])
+         else "no spread: every seed's difference is the same")
+    return f"{t} | {p['p_signflip']:.3g} | {p['p_holm']:.3g} | {boot}"
 
 
 def _paired_lines(pairs: pd.DataFrame) -> list:

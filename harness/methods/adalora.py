@@ -19,6 +19,7 @@ from harness.errors import HarnessError
 from harness.methods import register
 from harness.methods.base import ApplyContext, MethodConfig, check_dropout, check_rank
 from harness.methods.peft_base import PeftMethod
+from harness.methods.targets import check_rank_fits
 
 _E_SUFFIX = re.compile(r"\.lora_E(\.default)?$")
 
@@ -84,6 +85,10 @@ class AdaLora(PeftMethod):
         if cfg.train.max_steps is not None:
             check_schedule(mcfg, cfg.train.max_steps)
 
+    @classmethod
+    def check_against_model(cls, mcfg, model) -> None:
+        check_rank_fits("init_r", mcfg.init_r, model, mcfg.target_modules)  # P and Q have init_r orthogonal rows
+
     def describe(self, model, targets) -> dict:
         c = self.cfg
         return {"lora_scale": c.alpha / c.init_r, "initial_budget": c.init_r * len(targets),
@@ -113,9 +118,10 @@ class AdaLora(PeftMethod):
 
     def load_state_dict(self, model, state):
         alloc = model.base_model.rankallocator
+        device = next(model.parameters()).device  # checkpoints hold the scores on the CPU
         for key in ("ipt", "exp_avg_ipt", "exp_avg_unc"):
             getattr(alloc, key).clear()
-            getattr(alloc, key).update(state[key])
+            getattr(alloc, key).update({n: t.to(device) for n, t in state[key].items()})
         model.peft_config["default"].rank_pattern = state["rank_pattern"]
 
     def rank_snapshot(self, model):

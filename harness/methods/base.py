@@ -57,6 +57,14 @@ class Method:
         return method
 
     @classmethod
+    def check_against_model(cls, mcfg, model) -> None:
+        """Raise HarnessError (naming the knob and its allowed range) when a knob does not fit the
+        model. Called before anything is trained, also for every job of a sweep before the first
+        starts. `model` (harness.preflight.ModelInfo) has the model's `name`, transformers `config`,
+        `hidden_size`, `num_layers`, `head` module names and `meta`: the model with its head on
+        the meta device (every module and shape, no weights). Default: nothing to check."""
+
+    @classmethod
     def min_max_length(cls, mcfg) -> int:
         """Smallest task.max_length the method can work with (ReFT positions need room)."""
         return 1

@@ -10,6 +10,11 @@ from harness.params import is_head
 class BitFit(Method):
     kind = "bitfit"
 
+    @classmethod
+    def check_against_model(cls, mcfg, model) -> None:
+        if not any(n.endswith(".bias") and not is_head(n, model.head) for n, _ in model.meta.named_parameters()):
+            raise HarnessError(f"bitfit: model '{model.name}' has no bias terms outside the head (e.g. Llama)")
+
     def apply(self, model, ctx: ApplyContext):
         head = ctx.head_train + ctx.head_frozen
         model.requires_grad_(False)

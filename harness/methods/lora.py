@@ -7,6 +7,7 @@ from harness.errors import HarnessError
 from harness.methods import register
 from harness.methods.base import ApplyContext, MethodConfig, check_dropout, check_rank
 from harness.methods.peft_base import PeftMethod
+from harness.methods.targets import check_rank_fits
 
 
 @dataclass
@@ -34,6 +35,10 @@ class Lora(PeftMethod):
     @classmethod
     def validate_config(cls, mcfg, cfg) -> None:
         check_lora_knobs(mcfg)
+
+    @classmethod
+    def check_against_model(cls, mcfg, model) -> None:
+        check_rank_fits("r", mcfg.r, model, mcfg.target_modules)
 
     def describe(self, model, targets) -> dict:
         c = self.cfg

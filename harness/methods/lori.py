@@ -135,19 +135,28 @@ def find_lori_d_run(task: str, model: str, seed) -> str:
 
 
 def best_lr_run(candidates, seed) -> str:
-    """The run of `seed` at the LR with the best mean selection score over all seeds run at it."""
-    by_lr = {}
+    """The run of `seed` from the LoRI-D (configuration, LR) with the best mean selection score over
+    its seeds. Configurations and LRs are kept apart (never averaged together), and an LR counts only
+    with as many successful seeds as its configuration's best-covered LR (one lucky seed next to
+    diverged ones does not win). '' when that winner has no run of this seed."""
+    from harness.results import config_identity
+    groups = {}
     for record, run_dir in candidates:
-        by_lr.setdefault(record["inferred"]["lr"]["value"], []).append((record, run_dir))
-    ranked = sorted(by_lr, key=lambda lr: -sum(_selection_score(r) for r, _ in by_lr[lr]) / len(by_lr[lr]))
-    for lr in ranked:
-        for record, run_dir in by_lr[lr]:
-            if str(record.get("seed")) == str(seed):
-                return str(run_dir)
-    return ""
+        key = (record.get("config_id") or config_identity(record["config"]), record["inferred"]["lr"]["value"])
+        groups.setdefault(key, []).append((record, run_dir))
+    coverage = {}
+    for (config_id, _), runs in groups.items():
+        coverage[config_id] = max(coverage.get(config_id, 0), len(runs))
+    complete = {k: v for k, v in groups.items() if len(v) == coverage[k[0]]}
+    if not complete:
+        return ""
+    best = max(complete, key=lambda k: sum(_selection_score(r) for r, _ in complete[k]) / len(complete[k]))
+    return next((str(d) for r, d in complete[best] if str(r.get("seed")) == str(seed)), "")
 
 
-OmegaConf.register_new_resolver("lori_d_run", find_lori_d_run, replace=True)
+# Cached per config: the source is chosen once per job, so validation, the identity, the LR and the
+# A/mask actually loaded all name the same run even while other LoRI-D runs finish.
+OmegaConf.register_new_resolver("lori_d_run", find_lori_d_run, replace=True, use_cache=True)
 
 
 @register
@@ -162,6 +171,10 @@ class LoriS(Lora):
             raise HarnessError(f"lori_s: the lori_d run used model '{record['labels']['model']}', not '{cfg.model.name}'")
         if mcfg.lr_ratio <= 0:
             raise HarnessError(f"method.lr_ratio must be > 0 (got {mcfg.lr_ratio})")
+
+    @classmethod
+    def check_against_model(cls, mcfg, model) -> None:
+        """r and targets come from the lori_d run, checked when it ran on the same model."""
 
     @classmethod
     def identity_view(cls, method: dict) -> dict:

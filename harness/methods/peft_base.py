@@ -11,6 +11,11 @@ from harness.methods.targets import resolve_targets
 
 
 class PeftMethod(Method):
+    @classmethod
+    def check_against_model(cls, mcfg, model) -> None:
+        """The target modules must match some linear layer of the model (resolved on its meta copy)."""
+        model.targets(mcfg.target_modules)
+
     def peft_config(self, targets, ctx: ApplyContext):
         """The peft config for these explicit target module names."""
         raise NotImplementedError

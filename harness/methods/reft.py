@@ -106,6 +106,22 @@ class Reft(Method):
         _layers(mcfg.layers)
 
     @classmethod
+    def check_against_model(cls, mcfg, model) -> None:
+        """r is the rank of a subspace of the hidden state (R: r x d); layers must exist
+        (adapters silently skips an index the model does not have)."""
+        d, n = model.hidden_size, model.num_layers
+        if d is not None and mcfg.r > d:
+            raise HarnessError(f"method.r={mcfg.r} exceeds the hidden size of model '{model.name}' ({d}):"
+                               f" the intervention acts on an r-dimensional subspace of it; allowed: 1..{d}")
+        layers = _layers(mcfg.layers)
+        if layers == "all" or n is None:
+            return
+        bad = [i for i in layers if not 0 <= i < n]
+        if bad or not layers:
+            raise HarnessError(f"method.layers='{mcfg.layers}': model '{model.name}' has {n} layers, so indices"
+                               f" must lie in 0..{n - 1}" + (f" (got {bad})" if bad else " (got none)"))
+
+    @classmethod
     def min_max_length(cls, mcfg) -> int:
         return mcfg.prefix_positions + mcfg.suffix_positions
 

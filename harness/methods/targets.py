@@ -55,11 +55,11 @@ def resolve_targets(model, spec: str) -> List[str]:
         try:
             pattern = re.compile(spec)
         except re.error as e:
-            raise HarnessError(f"target_modules '{spec}' is neither presets {PRESETS} nor a valid regex ({e})")
+            raise HarnessError(f"method.target_modules='{spec}' is neither presets {PRESETS} nor a valid regex ({e})")
         import torch.nn as nn
         names = [n for n, m in model.named_modules() if isinstance(m, nn.Linear) and pattern.fullmatch(n)]
     if not names:
-        raise HarnessError(f"target_modules '{spec}' matches no linear module of this model")
+        raise HarnessError(f"method.target_modules='{spec}' matches no linear module of this model")
     return names
 
 
@@ -67,3 +67,20 @@ def mlp_down(model, names: List[str]) -> List[str]:
     """Those of `names` that are MLP down projections (IA3 scales their input, not output)."""
     down = set(_preset(model, "mlp_down"))
     return [n for n in names if n in down]
+
+
+def check_rank_fits(knob: str, value: int, model, spec: str, product: bool = False) -> None:
+    """method.<knob> against the adapted layers of `model` (a preflight ModelInfo): a rank above
+    min(in, out) of a layer cannot add rank there (with `product`, the bound is in x out: VeRA's
+    r scaling vectors span at most in x out directions). The layers are the ones `spec` selects."""
+    names = model.targets(spec)
+    modules = dict(model.meta.named_modules())
+    widths = {n: (modules[n].in_features, modules[n].out_features) for n in names}
+    bound = (lambda io: io[0] * io[1]) if product else min
+    name = min(widths, key=lambda n: bound(widths[n]))
+    limit = bound(widths[name])
+    if value > limit:
+        i, o = widths[name]
+        what = "in x out" if product else "smallest in/out width"
+        raise HarnessError(f"method.{knob}={value} exceeds the {what} of the layers it adapts on model"
+                           f" '{model.name}' ({limit}: {name} is {i}->{o}); allowed: 1..{limit}")

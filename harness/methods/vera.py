@@ -5,6 +5,7 @@ from dataclasses import dataclass
 from harness.methods import register
 from harness.methods.base import ApplyContext, MethodConfig, check_dropout, check_rank
 from harness.methods.peft_base import PeftMethod
+from harness.methods.targets import check_rank_fits
 
 
 @dataclass
@@ -25,6 +26,13 @@ class Vera(PeftMethod):
     def validate_config(cls, mcfg, cfg) -> None:
         check_rank("r", mcfg.r)
         check_dropout(mcfg.dropout)
+
+    @classmethod
+    def check_against_model(cls, mcfg, model) -> None:
+        """VeRA's update is sum_k d_k b_k a_k^T over r fixed random rank-1 matrices, so r above a
+        layer's width still adds directions (the paper runs r=1024 on RoBERTa-base's 768) up to
+        in x out, beyond which the scaling vector d is redundant."""
+        check_rank_fits("r", mcfg.r, model, mcfg.target_modules, product=True)
 
     def peft_config(self, targets, ctx: ApplyContext):
         from peft import VeraConfig
