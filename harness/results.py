@@ -30,11 +30,23 @@ NON_SEMANTIC = {"train": ("progress", "num_threads", "eval_batch_size", "checkpo
 PER_RUN = {"train": ("seed", "base_lr"), "eval": ("split_seed",), "method": ("lr", "lr_multiplier")}
 
 
+def _file_mode() -> int:
+    """What open() would give a new file under the process umask (mkstemp's own 0600 would make
+    records private while metrics.jsonl beside them is not)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+FILE_MODE = _file_mode()
+
+
 def write_text_atomic(path: Path, text: str) -> None:
     """Write to a temporary file in the same directory, then rename: readers never see half a file."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, FILE_MODE)
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
             fh.flush()

@@ -66,9 +66,14 @@ def run_job(cfg, run_dir: Path, overrides=(), sweep_dir: Path = None) -> dict:
         print(f"[harness] skipped: {run_id} already succeeded in {done['record_dir']}")
         return {**done, "skipped": True}
     data_source = preflight(cfg)["data"]  # model, method and data checks: a refused run writes nothing
-    run_dir.mkdir(parents=True, exist_ok=True)
     lock = RunLock(run_dir)
-    if not lock.acquire(_requeue_wait()):  # another process is writing this run: never two writers on one run
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        acquired = lock.acquire(_requeue_wait())
+    except OSError as exc:  # read-only or unwritable output: bad input, said plainly, before anything runs
+        raise HarnessError(f"cannot write the run directory {run_dir} ({exc.strerror or exc});"
+                           " choose a writable hydra.run.dir / hydra.sweep.dir") from exc
+    if not acquired:  # another process is writing this run: never two writers on one run
         return _held_elsewhere(lock, run_id, run_dir, in_sweep=sweep_dir is not None)
     try:
         return _run_locked(cfg, run_dir, run_id, resolved, method_cls, data_source, hub, overrides, sweep_dir,

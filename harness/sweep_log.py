@@ -79,7 +79,8 @@ def summary(sweep_dir: Path, invocation: str, total: int, wall_seconds: float) -
              + f" -> {sweep_dir}"]
     for e in events:
         if e["outcome"] == "failed":
-            lines.append(f"[sweep]   failed ({e['reason']}): {e['name'] or e['dir']}: {e['message']}")
+            job = Path(e["dir"]).name  # the job's own overrides: two jobs of one name stay apart
+            lines.append(f"[sweep]   failed ({e['reason']}): {e['name'] or job} [{job}]: {e['message']}")
         elif e["outcome"] == "held":
             lines.append(f"[sweep]   held: {e['dir']}: {e['message']}; run the sweep again once it has finished")
     return "\n".join(lines)

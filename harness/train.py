@@ -140,64 +140,66 @@ def train(model, method, loader, evaluator, tracker, runtime, tcfg, total: int, 
     window_loss = window_objective = 0.0
     window_steps, window_seconds, window_tokens = 0, 0.0, state.tokens
     bar = tqdm(total=total, initial=state.step, disable=not tcfg.progress, desc="train", dynamic_ncols=True)
-    for step in range(state.step + 1, total + 1):
-        start = time.perf_counter()
-        loss_sum = objective_sum = 0.0
-        for _ in range(tcfg.grad_accum):
-            state.epoch, b, batch = next(batches)
-            state.batch_in_epoch = b + 1
-            state.tokens += int(batch["attention_mask"].sum())
-            batch = runtime.to_device(batch)
-            with runtime.autocast():
-                out = model(**batch)
-            (out.loss / tcfg.grad_accum).backward()
-            objective_sum = objective_sum + out.loss.detach()
-            loss_sum = loss_sum + task_loss(out.logits.detach(), batch["labels"], regression)
-        grad_norm = _grad_norm(params, tcfg.max_grad_norm)
-        optimizer.step()
-        method.on_optimizer_step(step, model)
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        loss_sum = faults.after_step(step, loss_sum)
-        window_loss = window_loss + loss_sum / tcfg.grad_accum
-        window_objective = window_objective + objective_sum / tcfg.grad_accum
-        window_steps += 1
-        state.step = step
+    try:  # the bar is closed on any exit, so a one-line error never lands glued to it
+        for step in range(state.step + 1, total + 1):
+            start = time.perf_counter()
+            loss_sum = objective_sum = 0.0
+            for _ in range(tcfg.grad_accum):
+                state.epoch, b, batch = next(batches)
+                state.batch_in_epoch = b + 1
+                state.tokens += int(batch["attention_mask"].sum())
+                batch = runtime.to_device(batch)
+                with runtime.autocast():
+                    out = model(**batch)
+                (out.loss / tcfg.grad_accum).backward()
+                objective_sum = objective_sum + out.loss.detach()
+                loss_sum = loss_sum + task_loss(out.logits.detach(), batch["labels"], regression)
+            grad_norm = _grad_norm(params, tcfg.max_grad_norm)
+            optimizer.step()
+            method.on_optimizer_step(step, model)
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            loss_sum = faults.after_step(step, loss_sum)
+            window_loss = window_loss + loss_sum / tcfg.grad_accum
+            window_objective = window_objective + objective_sum / tcfg.grad_accum
+            window_steps += 1
+            state.step = step
 
-        log_now = step % tcfg.log_every == 0 or step == total
-        if log_now:
-            loss = float(window_loss) / window_steps  # the only host sync: once per log window
-            objective = float(window_objective) / window_steps
-            if not math.isfinite(loss) or not math.isfinite(objective):
-                raise Diverged(f"loss is {loss} at step {step}")
-            tracker.log(step, {"train/loss": loss, "train/objective": objective,
-                               "train/lr": scheduler.get_last_lr()[0], "train/grad_norm": float(grad_norm),
-                               "train/epoch": state.epoch})
-            bar.set_postfix(loss=f"{loss:.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
-        elapsed = time.perf_counter() - start
-        state.durations.append(elapsed)
-        window_seconds += elapsed
-        if log_now:
-            state.window_means.append(window_seconds / window_steps)
-            tracker.log(step, {"train/step_seconds": window_seconds / window_steps,
-                               "train/tokens_per_second": (state.tokens - window_tokens) / window_seconds})
-            window_loss = window_objective = 0.0
-            window_steps, window_seconds, window_tokens = 0, 0.0, state.tokens
-        bar.update(1)
-        if method.rank_interval and step % method.rank_interval == 0:
-            log_ranks(step)
+            log_now = step % tcfg.log_every == 0 or step == total
+            if log_now:
+                loss = float(window_loss) / window_steps  # the only host sync: once per log window
+                objective = float(window_objective) / window_steps
+                if not math.isfinite(loss) or not math.isfinite(objective):
+                    raise Diverged(f"loss is {loss} at step {step}")
+                tracker.log(step, {"train/loss": loss, "train/objective": objective,
+                                   "train/lr": scheduler.get_last_lr()[0], "train/grad_norm": float(grad_norm),
+                                   "train/epoch": state.epoch})
+                bar.set_postfix(loss=f"{loss:.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
+            elapsed = time.perf_counter() - start
+            state.durations.append(elapsed)
+            window_seconds += elapsed
+            if log_now:
+                state.window_means.append(window_seconds / window_steps)
+                tracker.log(step, {"train/step_seconds": window_seconds / window_steps,
+                                   "train/tokens_per_second": (state.tokens - window_tokens) / window_seconds})
+                window_loss = window_objective = 0.0
+                window_steps, window_seconds, window_tokens = 0, 0.0, state.tokens
+            bar.update(1)
+            if method.rank_interval and step % method.rank_interval == 0:
+                log_ranks(step)
 
-        if step % tcfg.eval_every == 0 or step == total:
-            scores = evaluator.evaluate(model, step)
-            tracker.log(step, scores)
-            if scores:
-                bar.write(f"step {step}: " + ", ".join(f"{k}={v:.4f}" for k, v in scores.items()))
-        if checkpointer is not None and (checkpointer.due(step, total) or preemption.pending()):
-            save_checkpoint()
-        if preemption.pending():
-            bar.close()
-            preemption.hand_over()  # submitit requeues the job and exits
-    bar.close()
+            if step % tcfg.eval_every == 0 or step == total:
+                scores = evaluator.evaluate(model, step)
+                tracker.log(step, scores)
+                if scores:
+                    bar.write(f"step {step}: " + ", ".join(f"{k}={v:.4f}" for k, v in scores.items()))
+            if checkpointer is not None and (checkpointer.due(step, total) or preemption.pending()):
+                save_checkpoint()
+            if preemption.pending():
+                bar.close()
+                preemption.hand_over()  # submitit requeues the job and exits
+    finally:
+        bar.close()
     final_ranks = (log_ranks(total) if not state.rank_history or state.rank_history[-1]["step"] != total
                    else method.rank_snapshot(model))
     return LoopResult(steps=total, train_seconds=sum(state.durations),

@@ -142,3 +142,29 @@ def test_a_line_torn_by_a_kill_does_not_block_resume(tmp_path):
                     '{"step": 15, "train/loss": 0.5}\n{"step": 20, "train/lo')
     _truncate_events(path, 10)
     assert [json.loads(ln)["step"] for ln in path.read_text().splitlines()] == [5, 10]
+
+
+def test_records_are_as_readable_as_the_metrics_beside_them(use_mirror, tmp_path):
+    import stat
+    run_tiny(tmp_path / "run")
+    modes = {f: stat.S_IMODE((tmp_path / "run" / f).stat().st_mode) for f in ("result.json", "config.yaml", "metrics.jsonl")}
+    assert len(set(modes.values())) == 1, modes
+
+
+def test_an_unwritable_run_directory_is_one_line_of_bad_input(use_mirror, tmp_path):
+    import os
+
+    from harness.errors import HarnessError
+    parent = tmp_path / "ro"
+    parent.mkdir()
+    os.chmod(parent, 0o500)
+    try:
+        if os.access(parent, os.W_OK):  # root ignores permissions: make the path impossible instead
+            (tmp_path / "file").write_text("x")
+            target = tmp_path / "file" / "run"
+        else:
+            target = parent / "run"
+        with pytest.raises(HarnessError, match="cannot write the run directory"):
+            run_tiny(target)
+    finally:
+        os.chmod(parent, 0o700)
