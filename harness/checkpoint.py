@@ -244,7 +244,15 @@ def _read_json(path: Path) -> dict:
 
 def verify(path: Path) -> dict:
     """The meta of the checkpoint directory `path` if it can be restored exactly; else raise
-    UnreadableCheckpoint. Reads every byte (sha256) but holds no tensor in memory."""
+    UnreadableCheckpoint. Reads every byte (sha256) but holds no tensor in memory. Any malformed
+    structure (a field of the wrong type in well-formed JSON) is unreadable too, never a crash."""
+    try:
+        return _verify(path)
+    except (KeyError, TypeError, AttributeError, ValueError) as exc:
+        raise UnreadableCheckpoint(f"malformed ({type(exc).__name__}: {exc})") from exc
+
+
+def _verify(path: Path) -> dict:
     from safetensors import safe_open
 
     path = Path(path)

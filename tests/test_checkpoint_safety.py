@@ -380,7 +380,14 @@ def _corrupt_truncated(d):
     _truncate(d / ck.TENSORS, keep=0.95)
 
 
+def _corrupt_meta_structure(d):
+    meta = json.loads((d / ck.META).read_text())
+    meta["files"] = {name: "not a dict" for name in meta["files"]}  # valid JSON, wrong shape
+    (d / ck.META).write_text(json.dumps(meta))
+
+
 @pytest.mark.parametrize("damage, why", [
+    (_corrupt_meta_structure, "malformed"),
     (_corrupt_truncated, "safetensors header error"), (_corrupt_bad_json, "state.json: bad JSON"),
     (_corrupt_missing_tensor, "missing tensor"), (_corrupt_run_id, "mismatched run_id/step"),
     (_corrupt_bit_flip, "sha256 mismatch"), (_corrupt_no_meta, "no meta.json")])
