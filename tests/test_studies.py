@@ -1,0 +1,35 @@
+"""Every committed study re-analyses from git: its run records are committed under
+results/<study>/runs/, and `python -m harness.analysis results/<study>/runs` gives back the
+committed table.csv exactly (so nobody has to trust a table they cannot regenerate)."""
+
+import json
+
+import pytest
+
+from conftest import REPO
+
+STUDIES = sorted(p.parent for p in (REPO / "results").glob("*/table.csv"))
+
+
+def test_there_are_committed_studies_and_each_has_its_records():
+    assert STUDIES, "no committed study under results/"
+    for study in STUDIES:
+        records = list((study / "runs").glob("*/result.json"))
+        assert records, f"{study.name}: no run records committed under {study / 'runs'}"
+
+
+@pytest.mark.parametrize("study", STUDIES, ids=[s.name for s in STUDIES])
+def test_study_reanalyses_to_its_committed_table(study):
+    from harness import analysis
+    report = analysis.build([study / "runs"], study.name)
+    assert report.table.to_csv(index=False) == (study / "table.csv").read_text()
+    assert report.pairs.to_csv(index=False) == (study / "paired.csv").read_text()
+
+
+def test_the_report_notebook_default_input_exists_in_a_clone():
+    nb = json.loads((REPO / "notebooks" / "report.ipynb").read_text())
+    params = next(c for c in nb["cells"] if "parameters" in c.get("metadata", {}).get("tags", []))
+    namespace = {}
+    exec("".join(params["source"]), namespace)  # noqa: S102 - our own notebook's parameter cell
+    for d in namespace["sweep_dirs"]:
+        assert list((REPO / "notebooks" / d).glob("*/result.json")), f"notebook default input {d} has no records"
