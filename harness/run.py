@@ -6,6 +6,7 @@ ends with status 'failed' and the error in result.json.
 """
 
 import time
+import uuid
 from pathlib import Path
 
 from omegaconf import OmegaConf
@@ -117,8 +118,11 @@ def _run_locked(cfg, run_dir, run_id, resolved, method_cls, data_source, hub, ov
     record = Redactor.for_config(cfg).record(RunRecord(run_dir, resolved, _labels(cfg, method_cls), _overrides(overrides),
                                                          execution))
     record.update(report_metric=cfg.task.report_metric)
+    # One W&B run per run, across its attempts: a resumed attempt continues the same W&B run id
+    record.update(wandb_id=f"{run_id}-{uuid.uuid4().hex[:8]}")
     if prep.action == "resume":
         record.update(started_at=prep.previous["started_at"],
+                      wandb_id=prep.previous.get("wandb_id") or record.data["wandb_id"],
                       attempts=prep.previous.get("attempts", []) + [
                           {"started_at": record.started, "resumed_from_step": prep.resume_step}])
     preemption.install()  # under submitit: checkpoint before a requeue
@@ -126,7 +130,7 @@ def _run_locked(cfg, run_dir, run_id, resolved, method_cls, data_source, hub, ov
     tracker = None
     try:
         from harness.tracking import make_tracker
-        tracker = make_tracker(cfg, run_dir, _display_name(cfg, resolved), resolved)
+        tracker = make_tracker(cfg, run_dir, _display_name(cfg, resolved), resolved, record.data["wandb_id"])
         _execute(cfg, record, tracker, method_cls, data_source, hub, run_dir)
         tracker.summary({**{f"final/{k}": v for k, v in record.data["metrics"].items()},
                          **{f"params/{k}": v for k, v in record.data["params"].items()}})

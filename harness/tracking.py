@@ -189,7 +189,7 @@ class WandbSink:
     table and a heatmap image before closing the run (always, also after a failure)."""
 
     def __init__(self, logger_cfg, run_dir: Path, name: str, config: dict, group: str = None, tags=(),
-                 redactor: Redactor = None):
+                 redactor: Redactor = None, run_id: str = None):
         os.environ.setdefault("WANDB_SILENT", "true")
         import wandb
         self._wandb = wandb
@@ -204,7 +204,9 @@ class WandbSink:
                               job_type=redactor.text(str(config["method"]["label"])),
                               tags=[redactor.text(str(t)) for t in tags], name=redactor.text(name),
                               config=without_secrets(redactor.scrub(config)), dir=str(run_dir), mode=logger_cfg.mode,
-                              settings=wandb.Settings(reinit="create_new", console="off"))
+                              settings=wandb.Settings(reinit="create_new", console="off"),
+                              # a resumed attempt continues its run's W&B run instead of opening another
+                              id=run_id, resume="allow" if run_id else None)
 
     @staticmethod
     def _target(value, recorded, online: bool, project: bool = False):
@@ -273,12 +275,12 @@ def sweep_name() -> str:
         return None
 
 
-def make_tracker(cfg, run_dir: Path, name: str, config: dict) -> Tracker:
+def make_tracker(cfg, run_dir: Path, name: str, config: dict, wandb_id: str = None) -> Tracker:
     sinks = [JsonlSink(run_dir / "metrics.jsonl")]
     if cfg.logger.wandb and cfg.logger.mode != "disabled":
         sweep = sweep_name()
         tags = [cfg.task.name, cfg.model.name, cfg.method.kind] + ([f"sweep:{sweep}"] if sweep else [])
         redactor = Redactor.for_config(cfg)
         sinks.append(WandbSink(cfg.logger, run_dir, name, redactor.config(config), group=sweep, tags=tags,
-                               redactor=redactor))
+                               redactor=redactor, run_id=wandb_id))
     return Tracker(sinks)

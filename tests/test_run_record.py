@@ -9,7 +9,7 @@ from conftest import run_tiny
 RESULT_KEYS = {"schema_version", "status", "error", "run_id", "labels", "seed", "overrides", "started_at",
                "finished_at", "report_metric", "metrics", "evaluation", "params", "cost", "inferred",
                "provenance", "config", "data", "ranks", "method_report", "flags", "attempts", "config_id", "baseline",
-               "execution"}
+               "execution", "wandb_id"}
 PARAM_KEYS = {"adapter", "head", "trainable", "base_total", "stored", "nonzero", "adapter_pct_of_base",
               "trainable_pct_of_base"}
 COST_KEYS = {"train_seconds", "eval_seconds", "wall_seconds", "steps", "step_seconds_median", "tokens_per_second",

@@ -51,3 +51,30 @@ def test_config_sent_to_wandb_has_no_secrets():
     from harness.tracking import without_secrets
     cfg = {"logger": {"api_key": "x", "project": "p"}, "model": {"hf_token": "t", "name": "m"}, "list": [{"password": 1}]}
     assert without_secrets(cfg) == {"logger": {"project": "p"}, "model": {"name": "m"}, "list": [{}]}
+
+
+def _run_ids(run_dir):
+    """{offline run directory: (W&B run id, finished cleanly)}."""
+    out = {}
+    for f in sorted(run_dir.glob("wandb/offline-run-*/run-*.wandb")):
+        ids = {r.run.run_id for r in records(f) if r.WhichOneof("record_type") == "run"}
+        out[f.parent.name] = (ids, "exit" in kinds(f))
+    return out
+
+
+@pytest.mark.timeout(200)
+def test_a_resumed_attempt_continues_the_same_wandb_run(use_mirror, tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    run_dir = tmp_path / "run"
+    extra = ("logger=wandb", "train.max_steps=10", "train.log_every=2", "train.checkpoint_every=4")
+    monkeypatch.setenv("HARNESS_FAULT", "error@6")
+    with pytest.raises(RuntimeError, match="injected fault at step 6"):
+        run_tiny(run_dir, *extra)
+    monkeypatch.delenv("HARNESS_FAULT")
+    record = run_tiny(run_dir, *extra)
+    assert [a["resumed_from_step"] for a in record["attempts"]] == [0, 4]
+    attempts = _run_ids(run_dir)
+    assert len(attempts) == 2  # one offline directory per attempt ...
+    ids = set().union(*(i for i, _ in attempts.values()))
+    assert ids == {record["wandb_id"]}  # ... both of one W&B run, which the last attempt finishes
+    assert list(attempts.values())[-1][1]
