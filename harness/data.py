@@ -15,7 +15,7 @@ from typing import Dict, Iterator, List, Optional, Tuple
 import numpy as np
 
 from harness.errors import HarnessError
-from harness.hub import DATA_DIR_ENV, data_dir
+from harness.hub import BUNDLED_DATA, DATA_DIR_ENV, data_dir, data_source
 
 TOKENIZE_VERSION = "1"  # bump when tokenization changes, so old caches are not reused
 SUBSET_SEED = 0  # task.max_train_samples draws the same examples for every run seed
@@ -30,18 +30,20 @@ def _mirror_file(task_cfg, split: str) -> Optional[Path]:
 
 def check_available(task_cfg) -> dict:
     """Fail fast (one line) if the mirror lacks a split; return where the data comes from."""
-    root = data_dir()
+    root, why = data_source()
     splits = [task_cfg.train_split, *task_cfg.eval_splits.values()]
     if root is None:
-        return {"value": f"hub:{task_cfg.dataset}" + (f"/{task_cfg.subset}" if task_cfg.subset else ""),
-                "reason": f"{DATA_DIR_ENV} not set"}
+        return {"value": f"hub:{task_cfg.dataset}" + (f"/{task_cfg.subset}" if task_cfg.subset else ""), "reason": why}
     if not Path(root).is_dir():
         raise HarnessError(f"{DATA_DIR_ENV}={root} is not a directory")
     for split in splits:
         path = _mirror_file(task_cfg, split)
         if not path.is_file():
+            if Path(root) == BUNDLED_DATA:
+                raise HarnessError(f"task '{task_cfg.name}' is not in the data bundled with the package and the hub"
+                                   f" is offline; point {DATA_DIR_ENV} at a mirror that has it")
             raise HarnessError(f"task '{task_cfg.name}': split '{split}' is missing from the local mirror ({path} not found)")
-    return {"value": f"mirror:{Path(root).resolve() / task_cfg.mirror_path}", "reason": f"{DATA_DIR_ENV} is set"}
+    return {"value": f"mirror:{Path(root).resolve() / task_cfg.mirror_path}", "reason": why}
 
 
 def _first_line(e: BaseException) -> str:

@@ -4,11 +4,15 @@
   user set HF_HUB_OFFLINE themselves), so nothing waits on the network.
 - otherwise: a 2-second TCP probe of huggingface.co; unreachable -> offline flags, so a missing
   dataset fails in about a second instead of stalling ~24 s.
-The decision and its reason are printed and recorded in every run.
+Where data comes from (data_source): HARNESS_DATA_DIR if set; else the hub if it is reachable; else
+the copy of the offline mirror bundled with the package (GLUE CoLA, SST-2, MRPC, STS-B, RTE and the
+BoolQ substitute; provenance and licences in harness/bundled_data/MANIFEST.md). The decision and its
+reason are printed and recorded in every run.
 """
 
 import os
 import socket
+from pathlib import Path
 
 DATA_DIR_ENV = "HARNESS_DATA_DIR"
 _decision = {}
@@ -49,6 +53,19 @@ def configure_hub() -> dict:
     return _decision
 
 
-def data_dir():
+BUNDLED_DATA = Path(__file__).resolve().parent / "bundled_data"
+
+
+def data_source() -> tuple:
+    """(mirror directory or None for the hub, why)."""
     value = os.environ.get(DATA_DIR_ENV)
-    return value or None
+    if value:
+        return value, f"{DATA_DIR_ENV} is set"
+    decision = configure_hub()
+    if decision["hub"] == "offline":
+        return str(BUNDLED_DATA), f"the copy bundled with the package (hub offline: {decision['reason']})"
+    return None, f"{DATA_DIR_ENV} not set and the hub is reachable"
+
+
+def data_dir():
+    return data_source()[0]

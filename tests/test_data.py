@@ -90,3 +90,19 @@ def test_prepare_refuses_labels_that_int_would_truncate(mirror, tmp_path, monkey
     monkeypatch.setenv("HARNESS_DATA_DIR", str(root))
     with pytest.raises(HarnessError, match=r"split 'validation' .*label 'label' has 2 non-integer value\(s\)"):
         data.prepare(compose("model=tiny_bert", "task=sst2", "task.max_length=12"), tokenizer, KEEP)
+
+
+def test_bundled_data_is_used_offline_without_a_mirror(monkeypatch):
+    """A fresh machine with no HARNESS_DATA_DIR and no hub: the mirror shipped with the package,
+    recorded as such; a task it lacks is one line pointing at HARNESS_DATA_DIR."""
+    from harness import data, hub
+    from harness.errors import HarnessError
+    monkeypatch.delenv("HARNESS_DATA_DIR", raising=False)
+    monkeypatch.setattr(hub, "_decision", {"hub": "offline", "reason": "huggingface.co unreachable (2 s probe)"})
+    source = data.check_available(compose("task=sst2").task)
+    assert source["value"] == f"mirror:{hub.BUNDLED_DATA / 'glue/sst2'}" and "bundled" in source["reason"]
+    assert data.load_split(compose("task=boolq").task, "validation").num_rows == 1000
+    with pytest.raises(HarnessError, match="'qnli' is not in the data bundled with the package"):
+        data.check_available(compose("task=qnli").task)
+    monkeypatch.setattr(hub, "_decision", {"hub": "online", "reason": "huggingface.co reachable"})
+    assert data.check_available(compose("task=sst2").task)["value"] == "hub:nyu-mll/glue/sst2"  # hub stays the default
