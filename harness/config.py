@@ -79,6 +79,11 @@ class TrainConfig:
     head: str = "classifier"
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     precision: str = "auto"  # auto | fp32 | bf16 (bf16 = autocast; weights stay fp32)
+    # random: slices of a shuffled epoch | length_grouped: rows of similar length share a batch
+    # (shuffled mega-batches of group_batches x batch_size rows, each sorted by length; docs/throughput.md)
+    batching: str = "random"
+    group_batches: int = 50
+    pad_to_multiple_of: Optional[int] = None  # batch length rounded up to this (null: the longest row)
     num_threads: Optional[int] = None  # torch CPU threads; None = torch's default
     deterministic: bool = True
     progress: bool = True
@@ -143,6 +148,7 @@ OmegaConf.register_new_resolver("frac_of", frac_of, replace=True)
 SCHEDULES = ("linear", "cosine", "constant")
 HEAD_POLICIES = ("classifier", "classifier+pooler", "none")
 PRECISIONS = ("auto", "fp32", "bf16")
+BATCHINGS = ("random", "length_grouped")
 LABEL_TYPES = ("classification", "regression")
 
 
@@ -258,6 +264,10 @@ def validate(cfg: DictConfig) -> None:
     _require(t.head in HEAD_POLICIES, f"train.head must be one of {HEAD_POLICIES} (got '{t.head}')")
     _require(t.precision in PRECISIONS, f"train.precision must be one of {PRECISIONS} (got '{t.precision}')")
     _require(t.num_threads is None or t.num_threads > 0, f"train.num_threads must be > 0 (got {t.num_threads})")
+    _require(t.batching in BATCHINGS, f"train.batching must be one of {BATCHINGS} (got '{t.batching}')")
+    _require(t.group_batches >= 1, f"train.group_batches must be >= 1 (got {t.group_batches})")
+    _require(t.pad_to_multiple_of is None or t.pad_to_multiple_of >= 1,
+             f"train.pad_to_multiple_of must be >= 1 or null (got {t.pad_to_multiple_of})")
 
     _require(task.label_type in LABEL_TYPES, f"task.label_type must be one of {LABEL_TYPES} (got '{task.label_type}')")
     _require(task.num_labels >= 1, f"task.num_labels must be >= 1 (got {task.num_labels})")

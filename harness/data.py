@@ -14,6 +14,7 @@ from typing import Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 
+from harness.config import BATCHINGS
 from harness.errors import HarnessError
 from harness.hub import BUNDLED_DATA, DATA_DIR_ENV, data_dir, data_source
 
@@ -282,6 +283,7 @@ class TaskData:
     collate: object
     train_tokens_mean: float
     sources: Dict[str, dict]  # split -> what identifies its content (file sha256 / hub fingerprint)
+    train_lengths: np.ndarray = None  # tokens per training row (length-grouped batching)
 
 
 def source_identity(task_cfg, split: str, ds) -> dict:
@@ -300,7 +302,8 @@ def prepare(cfg, tokenizer, model_inputs) -> TaskData:
     """Tokenized train split and eval sets (memoised per task config, tokenizer and eval batch size)."""
     from omegaconf import OmegaConf
     key = (str(data_dir()), json.dumps(OmegaConf.to_container(cfg.task, resolve=True), sort_keys=True),
-           _tokenizer_digest(tokenizer), tuple(sorted(model_inputs)), cfg.train.eval_batch_size)
+           _tokenizer_digest(tokenizer), tuple(sorted(model_inputs)), cfg.train.eval_batch_size,
+           cfg.train.pad_to_multiple_of)
     if key not in _PREPARED:
         if len(_PREPARED) >= 4:
             _PREPARED.pop(next(iter(_PREPARED)))
@@ -318,36 +321,64 @@ def _prepare(cfg, tokenizer, model_inputs) -> TaskData:
     if task.max_train_samples is not None and task.max_train_samples < len(train):
         train = train.shuffle(seed=SUBSET_SEED).select(range(task.max_train_samples))
     train = tokenize(train, task, tokenizer, keep)
-    collate = DataCollatorWithPadding(tokenizer)
+    # Padding to a multiple of 8 keeps the padded length on the vector/tile width of bf16 kernels
+    collate = DataCollatorWithPadding(tokenizer, pad_to_multiple_of=cfg.train.pad_to_multiple_of)
     eval_sets = {}
     for tag, split in task.eval_splits.items():
         raw = load_split(task, split)
         validate_split(task, split, ds=raw)
         sources[split] = source_identity(task, split, raw)
         eval_sets[tag] = _eval_set(tokenize(raw, task, tokenizer, keep), collate, cfg.train.eval_batch_size)
-    mean_len = float(np.mean([len(x) for x in train["input_ids"]]))
-    return TaskData(train=train, eval_sets=eval_sets, collate=collate, train_tokens_mean=mean_len, sources=sources)
+    lengths = np.array([len(x) for x in train["input_ids"]])
+    return TaskData(train=train, eval_sets=eval_sets, collate=collate, train_tokens_mean=float(lengths.mean()),
+                    sources=sources, train_lengths=lengths)
 
 
 class TrainBatches:
-    """Training batches, reshuffled every epoch. Epoch e's order depends only on (seed, e), so a
-    resumed run continues at any (epoch, batch) with exactly the batches it would have seen."""
+    """Training batches, reshuffled every epoch. Epoch e's batches depend only on (seed, e), so a
+    resumed run continues at any (epoch, batch) with exactly the batches it would have seen.
 
-    def __init__(self, dataset, batch_size: int, seed: int, collate):
+    batching=random: consecutive slices of a random permutation (each batch pads to its longest row).
+    batching=length_grouped: the permutation is cut into mega-batches of `group` x batch_size rows,
+    each sorted by length and cut into batches, and the batches are shuffled, with the one holding
+    the longest row first (memory peaks at step 1, not mid-run). Batches then hold rows of similar
+    length, so far less padding is computed; each batch is still a random draw of the data."""
+
+    def __init__(self, dataset, batch_size: int, seed: int, collate, batching: str = "random",
+                 lengths=None, group: int = 50):
+        if batching not in BATCHINGS:
+            raise HarnessError(f"train.batching must be one of {BATCHINGS} (got '{batching}')")
         self.dataset, self.batch_size, self.seed, self.collate = dataset, batch_size, seed, collate
+        self.batching, self.lengths, self.group = batching, lengths, group
         self.per_epoch = -(-len(dataset) // batch_size)  # the last batch of an epoch may be short
 
-    def _order(self, epoch: int):
+    def _generator(self, epoch: int):
         import torch
         seed = int(np.random.SeedSequence([self.seed, epoch]).generate_state(1)[0])
-        return torch.randperm(len(self.dataset), generator=torch.Generator().manual_seed(seed)).tolist()
+        return torch.Generator().manual_seed(seed)
+
+    def batch_indices(self, epoch: int) -> List[List[int]]:
+        import torch
+        g = self._generator(epoch)
+        order = torch.randperm(len(self.dataset), generator=g).tolist()
+        size = self.batch_size
+        if self.batching == "random":
+            return [order[b * size:(b + 1) * size] for b in range(self.per_epoch)]
+        batches, mega = [], size * self.group
+        for start in range(0, len(order), mega):
+            chunk = sorted(order[start:start + mega], key=lambda i: -self.lengths[i])  # stable: ties stay random
+            batches += [chunk[b:b + size] for b in range(0, len(chunk), size)]
+        shuffled = [batches[i] for i in torch.randperm(len(batches), generator=g).tolist()]
+        longest = max(range(len(shuffled)), key=lambda b: self.lengths[shuffled[b][0]])
+        shuffled[0], shuffled[longest] = shuffled[longest], shuffled[0]
+        return shuffled
 
     def iterate(self, epoch: int = 0, start: int = 0):
         """Yields (epoch, index of the batch within the epoch, batch) forever."""
         while True:
-            order = self._order(epoch)
+            batches = self.batch_indices(epoch)
             for b in range(start, self.per_epoch):
-                rows = self.dataset[order[b * self.batch_size:(b + 1) * self.batch_size]]
+                rows = self.dataset[batches[b]]
                 yield epoch, b, self.collate([dict(zip(rows, values)) for values in zip(*rows.values())])
             epoch, start = epoch + 1, 0
 
@@ -365,5 +396,6 @@ class FixedBatches:
             epoch, start = epoch + 1, 0
 
 
-def train_batches(data: TaskData, batch_size: int, seed: int) -> TrainBatches:
-    return TrainBatches(data.train, batch_size, seed, data.collate)
+def train_batches(data: TaskData, tcfg) -> TrainBatches:
+    return TrainBatches(data.train, tcfg.batch_size, tcfg.seed, data.collate, tcfg.batching,
+                        data.train_lengths, tcfg.group_batches)

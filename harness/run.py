@@ -192,6 +192,7 @@ def _execute(cfg, record, tracker, method_cls, data_source, hub, run_dir):
     total = train.count_total_steps(cfg.train, len(task_data.train))
     lr = effective_lr(cfg)
     model, method, (head_train, head_frozen) = apply_method(cfg, built, total, runtime.device)
+    fp32_modules = runtime.keep_fp32(model, built.classifier)
 
     inferred.update(built.inferred)
     inferred.update({
@@ -203,6 +204,9 @@ def _execute(cfg, record, tracker, method_cls, data_source, hub, run_dir):
                      f"; {built.untrained_head} not in the checkpoint (random), so trained with the classifier"
                      if built.untrained_head and cfg.train.head == "classifier" else "")},
     })
+    if fp32_modules:
+        inferred["fp32_modules"] = {"value": fp32_modules, "reason": "the task head runs in fp32 under bf16"
+                                    " autocast: logits, loss and metrics from fp32 values"}
     inferred.update({k: {"value": v, "reason": f"chosen by method '{cfg.method.kind}'"}
                      for k, v in method.inferred.items()})
     _print_inferred(inferred)
@@ -218,7 +222,7 @@ def _execute(cfg, record, tracker, method_cls, data_source, hub, run_dir):
 
     protocol = PROTOCOLS.get(cfg.eval.protocol)(cfg.task.report_metric, cfg.eval.split_seed)
     evaluator = Evaluator(cfg.task, task_data.eval_sets, protocol, runtime)
-    loader = data_mod.train_batches(task_data, cfg.train.batch_size, cfg.train.seed)
+    loader = data_mod.train_batches(task_data, cfg.train)
     checkpointer = Checkpointer(run_dir, record.data["run_id"], cfg.train.checkpoint_every)
     started = time.perf_counter()
     result = train.train(model, method, loader, evaluator, tracker, runtime, cfg.train, total, lr,
@@ -241,6 +245,8 @@ def _execute(cfg, record, tracker, method_cls, data_source, hub, run_dir):
         "step_seconds_median": result.step_seconds_median,
         "tokens_per_second": result.train_tokens / result.train_seconds,
         "train_tokens": result.train_tokens,
+        "padded_tokens": result.padded_tokens,
+        "padded_per_real_token": result.padded_tokens / max(result.train_tokens, 1),
         **train.peak_memory(runtime),
     })
     checkpointer.remove()  # the run is complete: its record and artifact are what is kept

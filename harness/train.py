@@ -28,7 +28,8 @@ class LoopResult:
     steps: int
     train_seconds: float
     step_seconds_median: float
-    train_tokens: int
+    train_tokens: int  # real (non-pad) tokens
+    padded_tokens: int = 0  # tokens computed (batch x padded length): padded/real is the padding overhead
     step_durations: List[float] = field(default_factory=list)  # per step, CPU-exact (benchmarks)
     rank_history: List[dict] = field(default_factory=list)  # [{"step", "total"}]
     final_ranks: dict = field(default_factory=dict)
@@ -91,6 +92,7 @@ class LoopState:
     epoch: int = 0
     batch_in_epoch: int = 0  # batches of `epoch` already consumed
     tokens: int = 0
+    padded_tokens: int = 0
     durations: List[float] = field(default_factory=list)
     window_means: List[float] = field(default_factory=list)
     rank_history: List[dict] = field(default_factory=list)
@@ -148,6 +150,7 @@ def train(model, method, loader, evaluator, tracker, runtime, tcfg, total: int, 
                 state.epoch, b, batch = next(batches)
                 state.batch_in_epoch = b + 1
                 state.tokens += int(batch["attention_mask"].sum())
+                state.padded_tokens += batch["attention_mask"].numel()
                 batch = runtime.to_device(batch)
                 with runtime.autocast():
                     out = model(**batch)
@@ -204,7 +207,7 @@ def train(model, method, loader, evaluator, tracker, runtime, tcfg, total: int, 
                    else method.rank_snapshot(model))
     return LoopResult(steps=total, train_seconds=sum(state.durations),
                       step_seconds_median=statistics.median(state.window_means), train_tokens=state.tokens,
-                      step_durations=state.durations, rank_history=state.rank_history, final_ranks=final_ranks,
+                      padded_tokens=state.padded_tokens, step_durations=state.durations, rank_history=state.rank_history, final_ranks=final_ranks,
                       resumed_from_step=resumed_from)
 
 

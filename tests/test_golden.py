@@ -39,6 +39,9 @@ STEPS, LOG_EVERY = 20, 2  # 64 training examples / batch 8 = 8 batches: 2.5 epoc
 RUN = ("logger=none", "train.progress=false", "train.seed=42", "train.batch_size=8",
        f"train.max_steps={STEPS}", f"train.log_every={LOG_EVERY}", "train.eval_every=10",
        "train.checkpoint_every=null",
+       # fp32: `auto` picks bf16 autocast on CPUs with native bf16 only, and bf16 kernels (AVX512-BF16,
+       # AMX) round differently, so a bf16 golden file would hold on one CPU family alone
+       "train.precision=fp32",
        # one thread: CPU reductions are then summed in one order whatever the machine's core count
        "train.num_threads=1")
 # Per-method overrides needed by a 20-step run. AdaLoRA's YAML schedule (tinit 20, tfinal 80) is

@@ -13,7 +13,7 @@ RESULT_KEYS = {"schema_version", "status", "error", "run_id", "labels", "seed", 
 PARAM_KEYS = {"adapter", "head", "trainable", "base_total", "stored", "nonzero", "adapter_pct_of_base",
               "trainable_pct_of_base"}
 COST_KEYS = {"train_seconds", "eval_seconds", "wall_seconds", "steps", "step_seconds_median", "tokens_per_second",
-             "train_tokens", "peak_memory_mb", "peak_memory_kind"}
+             "train_tokens", "padded_tokens", "padded_per_real_token", "peak_memory_mb", "peak_memory_kind"}
 INFERRED_KEYS = {"hub", "data", "device", "precision", "cpu_threads", "pad_token", "lr", "total_steps", "head"}
 
 
@@ -37,7 +37,9 @@ def test_tiny_run_writes_complete_record(use_mirror, tmp_path):
     assert on_disk["labels"] == {"task": "sst2", "task_version": "1", "model": "tiny_bert", "model_version": "1",
                                  "method": "lora", "method_kind": "lora", "method_version": "1"}
     assert len(on_disk["config_id"]) == 16 and on_disk["config_id"] != on_disk["run_id"]
-    assert on_disk["execution"] == {"device_type": "cpu", "precision": "fp32"}
+    # what precision=auto resolved to on this CPU (tests/test_precision.py fakes both kinds of CPU)
+    assert on_disk["execution"] == {"device_type": "cpu", "precision": on_disk["inferred"]["precision"]["value"]}
+    assert ("fp32_modules" in on_disk["inferred"]) == (on_disk["execution"]["precision"] == "bf16")
     base = on_disk["baseline"]
     assert base["predictor"] == "majority" and set(base["metrics"]) == {"accuracy"} and base["part"] == "full"
     assert sum(base["prediction_distribution"].values()) == sum(base["label_distribution"].values()) == 40

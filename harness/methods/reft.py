@@ -8,7 +8,9 @@ each selected layer, at the first `prefix_positions` and last `suffix_positions`
   index computation does neither, so it is replaced here (`_positions`).
 - Untied weights create one unit per side even when that side has no positions; such a unit gets
   no gradient, so it is frozen and not counted (adapters' count doubles r=1 MiniLM to 9,228).
-- The orthogonal parametrisation (LoReFT) stays fp32; bf16 runs under autocast.
+- The orthogonal parametrisation (LoReFT) is evaluated in fp32 even under bf16 autocast (adapters'
+  unit would compute its Householder product in bf16, and R would drift from orthonormal), once
+  per forward pass instead of twice (`_unit_forward`); the products with R run under autocast.
 """
 
 from dataclasses import dataclass
@@ -85,9 +87,27 @@ def _gather_adapted_states(self, hidden_states):
     return [torch.cat([prefix, suffix], dim=1)] if self.tied_weights else [prefix, suffix]
 
 
-def _install_position_fix() -> None:
+def rotation(unit):
+    """R of a ReftUnit, with its parametrisation (orthogonal for LoReFT) evaluated in fp32."""
+    import torch
+    with torch.autocast(unit.projection.weight.device.type, enabled=False):
+        return unit.projection.weight
+
+
+def _unit_forward(self, x):
+    """adapters' ReftUnit.forward, Φ(h) = h + Rᵀ(s(h) − Rh), with R from `rotation`."""
+    import torch
+    R = rotation(self)
+    source = self.non_linearity(self.learned_source(x))
+    if self.subtract_projection:
+        source = source - torch.nn.functional.linear(x, R)
+    return self.dropout(x + torch.matmul(source, R))
+
+
+def _install_fixes() -> None:
     from adapters.methods import reft as adapters_reft
     adapters_reft.ReftModule._gather_adapted_states = _gather_adapted_states
+    adapters_reft.ReftUnit.forward = _unit_forward
 
 
 @register
@@ -134,7 +154,7 @@ class Reft(Method):
 
     def apply(self, model, ctx: ApplyContext):
         import adapters
-        _install_position_fix()
+        _install_fixes()
         adapters.init(model)
         model.add_adapter(ADAPTER, config=self._adapter_config())
         model.train_adapter(ADAPTER)  # freezes the backbone, activates the adapter
