@@ -1,5 +1,8 @@
 """`python -m harness [overrides]`: compose -> validate -> run one job -> write its record.
 
+`python -m harness --help`: the config groups and their options, the named sweeps with their job
+counts (harness.cli_help) and the next commands, from `hydra.help` in conf/config.yaml.
+
 Any bad input (unknown group option, misspelt key, wrong type, impossible value, override syntax)
 ends the process with exactly one line on stderr and exit status 2, before anything is trained.
 Secret values (environment variables the command line or the config reads, or whose name looks like
@@ -16,9 +19,11 @@ CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 def _hydra_main():
     import hydra
 
+    from harness import cli_help
     from harness.config import register_configs
 
     register_configs()
+    cli_help.register()  # ${harness_sweeps:} in hydra.help.template
 
     @hydra.main(config_path=CONF_DIR, config_name="config", version_base="1.3")
     def main(cfg) -> None:
@@ -103,6 +108,9 @@ def cli() -> None:
     os.environ["HYDRA_FULL_ERROR"] = "1"  # let errors reach us, so we can print them as one line
     _guard_streams()
     try:
+        from harness import cli_help
+        if cli_help.wanted(sys.argv[1:]):
+            cli_help.prepare()  # the named sweeps' job counts, before Hydra starts; only for --help
         _hydra_main()
     except Exception as exc:  # noqa: BLE001 - every failure ends as one line + exit code
         _exit_with_one_line(exc)

@@ -16,7 +16,7 @@ from harness.sweeper import plan
 
 # Counts asserted, so a sweep whose grid silently changes fails here.
 EXPECTED_JOBS = {"lora_vs_reft": 11, "lr_ratio": 27, "rank_sweep": 9, "adalora_budget": 4, "lori": 4,
-                 "glue_suite": 9, "smoke": 8}
+                 "glue_suite": 9, "smoke": 8, "throughput_accuracy": 18}
 
 
 def _jobs(name, *overrides):

@@ -8,7 +8,8 @@ import sys
 from pathlib import Path
 
 
-def main(argv=None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of `python -m harness.analysis` (tests/test_docs.py parses documented commands with it)."""
     parser = argparse.ArgumentParser(prog="python -m harness.analysis", description=__doc__.splitlines()[0])
     parser.add_argument("sweeps", nargs="+", help="sweep directories or names under sweeps/")
     parser.add_argument("--name", help="results name (default: the first sweep's directory name)")
@@ -17,7 +18,11 @@ def main(argv=None) -> int:
     parser.add_argument("--params", choices=("trainable", "stored", "nonzero"), default="trainable",
                         help="Pareto x axis: adapter params trainable at init (default), stored in the saved"
                              " artifact, or non-zero after training")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
     from harness.analysis import build, resolve_sweep, write
     try:
         dirs = [resolve_sweep(s) for s in args.sweeps]
