@@ -9,7 +9,9 @@ All cross-field checks that need no model or data live in `validate()`; the ones
 tokenizer live in `validate_with_tokenizer()`. Both run before training.
 """
 
+import copy
 import dataclasses
+import functools
 import math
 import re
 import typing
@@ -343,7 +345,9 @@ def validate_with_tokenizer(cfg: DictConfig, tokenizer, method) -> None:
 
 
 def compose(*overrides, config_dir=None) -> DictConfig:
-    """The config `python -m harness <overrides>` would run (for scripts, notebooks and tests)."""
+    """The config `python -m harness <overrides>` would run (for scripts, notebooks and tests).
+    Inside a running Hydra app (a run naming itself, a sweep resolving its LR grid) the app's own
+    Hydra instance is put back afterwards."""
     from pathlib import Path
 
     from hydra import compose as hydra_compose
@@ -351,7 +355,24 @@ def compose(*overrides, config_dir=None) -> DictConfig:
     from hydra.core.global_hydra import GlobalHydra
 
     register_configs()
+    running = GlobalHydra.instance().hydra
     GlobalHydra.instance().clear()
     conf = config_dir or Path(__file__).resolve().parent.parent / "conf"
-    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
-        return hydra_compose(config_name="config", overrides=list(overrides))
+    try:
+        with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+            return hydra_compose(config_name="config", overrides=list(overrides))
+    finally:
+        if running is not None:
+            GlobalHydra.instance().clear()
+            GlobalHydra.instance().initialize(running)
+
+
+def method_preset(name: str) -> dict:
+    """conf/method/<name>.yaml as Hydra composes it (its parents' values and the schema's defaults
+    included), unresolved. A variant's YAML holds only what differs, so read presets here, never raw."""
+    return copy.deepcopy(_method_preset(name))
+
+
+@functools.lru_cache(maxsize=None)
+def _method_preset(name: str) -> dict:
+    return OmegaConf.to_container(compose(f"method={name}").method, resolve=False)

@@ -26,6 +26,7 @@ from typing import Dict, List, Optional
 from omegaconf import OmegaConf
 
 from harness.errors import HarnessError
+from harness.methods.dims import config_int
 
 
 @dataclass
@@ -41,6 +42,7 @@ class ModelInfo:
     max_length: Optional[int]  # longest input the position embeddings allow (None: no limit known)
     head: List[str]  # classification head + pooler modules
     _targets: Dict[str, List[str]] = field(default_factory=dict, repr=False)
+    _dims: object = field(default=None, repr=False)
 
     def targets(self, spec: str) -> List[str]:
         """Module names a target_modules spec selects on this model (HarnessError if none)."""
@@ -49,23 +51,24 @@ class ModelInfo:
             self._targets[spec] = resolve_targets(self.meta, spec)
         return self._targets[spec]
 
+    def dims(self):
+        """The model's sizes and shapes for closed-form parameter counts (Method.adapter_param_count)."""
+        from harness.methods.dims import ModelDims
+        if self._dims is None:
+            self._dims = ModelDims.of(self.meta, self.head)
+        return self._dims
+
 
 _MODELS: Dict[str, ModelInfo] = {}
 
 
-def _first(config, *names):
-    for n in names:
-        value = getattr(config, n, None)
-        if isinstance(value, int):
-            return value
-    return None
 
 
 def _position_limit(config, meta) -> Optional[int]:
     """Longest input: max_position_embeddings, less the offset of models whose learned positions
     start after the padding index (RoBERTa: 514 embeddings, 512 tokens)."""
     import torch.nn as nn
-    limit = _first(config, "max_position_embeddings", "n_positions")
+    limit = config_int(config, "max_position_embeddings", "n_positions")
     for name, module in meta.named_modules():
         if name.endswith("position_embeddings") and isinstance(module, nn.Embedding) and module.padding_idx is not None:
             limit = min(limit or module.num_embeddings, module.num_embeddings - module.padding_idx - 1)
@@ -99,8 +102,8 @@ def model_info(cfg) -> ModelInfo:
     classifier, pooler = models._head_modules(meta)
     tokenizer = models._load_tokenizer(tok_spec, mcfg.revision)  # a private copy, kept with the info
     info = ModelInfo(name=mcfg.name, config=config, meta=meta, tokenizer=tokenizer, tokens=len(tokenizer),
-                     hidden_size=_first(config, "hidden_size", "d_model", "n_embd"),
-                     num_layers=_first(config, "num_hidden_layers", "n_layer", "num_layers"),
+                     hidden_size=config_int(config, "hidden_size", "d_model", "n_embd"),
+                     num_layers=config_int(config, "num_hidden_layers", "n_layer", "num_layers"),
                      max_length=_position_limit(config, meta), head=classifier + pooler)
     if len(_MODELS) >= 8:
         _MODELS.pop(next(iter(_MODELS)))
@@ -131,7 +134,7 @@ def _check_model_fit(cfg, info: ModelInfo) -> None:
     if info.max_length is not None and task.max_length > info.max_length:
         raise HarnessError(f"task.max_length={task.max_length} exceeds what model '{mcfg.name}' can take"
                            f" ({info.max_length} positions); allowed: up to {info.max_length}")
-    vocab = _first(info.config, "vocab_size")
+    vocab = config_int(info.config, "vocab_size")
     if vocab is not None and info.tokens > vocab:
         setting = f"model.from_config.vocab_size={vocab}" if mcfg.from_config is not None else "model.tokenizer"
         raise HarnessError(f"{setting}: the tokenizer has {info.tokens} tokens but model '{mcfg.name}'"

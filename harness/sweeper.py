@@ -44,9 +44,11 @@ CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 
 def lr_grid(method: str, factors, knob: str = "lr_multiplier") -> str:
     """`${lr_grid:lora,[0.3,1,3]}` -> "3,10,30": LR multipliers (of the FullFT LR) around a
-    method's own anchor, the lr_multiplier in conf/method/<method>.yaml (held there only).
+    method's own anchor, the lr_multiplier of its preset conf/method/<method>.yaml as composed
+    (written once: in that YAML, a parent it extends, or the schema's default).
     A method whose LR is relative to something else names its knob: `${lr_grid:lori_s,[1,3],lr_ratio}`."""
-    anchor = float(OmegaConf.load(CONF_DIR / "method" / f"{method}.yaml")[knob])
+    from harness.config import method_preset
+    anchor = float(method_preset(method)[knob])
     return ",".join(f"{anchor * float(f):g}" for f in factors)
 
 

@@ -27,6 +27,7 @@ import pytest
 
 from conftest import CONF, REPO, compose
 from harness.config import check_keys, validate
+from harness.methods import METHODS
 from harness.sweeper import GridSweeper, plan
 
 DOC_FILES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md")),
@@ -159,7 +160,7 @@ def check_job(job) -> None:
     if key in _VALID_JOBS:
         return
     cfg = compose(*job)
-    if cfg.method.kind == "lori_s":  # needs a finished LoRI-D run (method.source_run): checked when it runs
+    if METHODS.get(cfg.method.kind).source_run_kind:  # needs a finished run (method.source_run): checked when it runs
         check_keys(cfg)
     else:
         validate(cfg)

@@ -1,8 +1,13 @@
 """Contract tests over the whole method registry: every YAML in conf/method passes the same checks
-on a tiny model, and its parameter report equals its closed form."""
+on a tiny model, and its parameter report equals the closed form its method declares. Method
+lists come from the registry and conf/method, and what differs between methods comes from their
+declarations (harness.methods.base), never from their names."""
 
 import copy
+import functools
+import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -10,8 +15,11 @@ import torch
 from conftest import CONF, compose
 from harness import models, params, train
 from harness.config import effective_lr
+from harness.errors import HarnessError
 from harness.evaluation import NoEvaluation
-from harness.methods.targets import resolve_targets
+from harness.methods import METHODS, discover
+from harness.methods.dims import ModelDims
+from harness.preflight import model_info
 from harness.run import apply_method
 from harness.runtime import setup_runtime
 from harness.tracking import Tracker
@@ -21,18 +29,64 @@ METHOD_YAMLS = sorted(p.stem for p in (CONF / "method").glob("*.yaml"))
 SHORT = {"adalora": ["method.tinit=2", "method.tfinal=3", "method.deltaT=1"]}
 NO_DROPOUT = {"tiny_bert": ["++model.from_config.hidden_dropout_prob=0.0", "++model.from_config.attention_probs_dropout_prob=0.0"]}
 STEPS = 12
+# LRs for the fixed-batch contract, independent of the YAMLs' CPU-budget defaults (default: an
+# absolute method.lr=1e-2). lori_s's LR is a ratio of its source run's, so it sets the ratio.
+CONTRACT_LR = {"fullft": ["method.lr=1e-3"], "vera": ["method.lr=1e-1"], "ia3": ["method.lr=1e-1"],
+               "bitfit": ["method.lr=2e-2"], "loreft": ["method.lr=2e-2"], "noreft": ["method.lr=2e-2"],
+               "direft": ["method.lr=2e-2"], "loreft_r32_p10": ["method.lr=2e-2"], "lori_s": ["method.lr_ratio=1"]}
 
 
-def test_every_method_yaml_is_covered():
-    assert len(METHOD_YAMLS) == 13
+@functools.lru_cache(maxsize=None)
+def _method_class(name):
+    """The Method class a YAML configures."""
+    return METHODS.get(compose(f"method={name}").method.kind)
 
 
-_LORI_D_RUNS = {}
+def test_every_registered_kind_has_a_yaml_and_every_yaml_a_registered_kind():
+    assert METHOD_YAMLS, f"no method YAML found under {CONF / 'method'}"
+    assert {_method_class(m).kind for m in METHOD_YAMLS} == set(METHODS.names())
 
 
-def _lori_d_run(model):
-    """lori_s depends on a finished lori_d run: make one (once per model) on a synthetic mirror."""
-    if model not in _LORI_D_RUNS:
+def test_every_module_of_the_methods_package_is_discovered():
+    import harness.methods as package
+    modules = {p.stem for p in Path(package.__file__).parent.glob("*.py") if p.stem != "__init__"}
+    assert modules and all(f"harness.methods.{m}" in sys.modules for m in modules)
+    assert {METHODS.get(k).__module__.rsplit(".", 1)[0] for k in METHODS.names()} == {"harness.methods"}
+
+
+def test_a_method_module_dropped_into_a_package_is_registered(tmp_path, monkeypatch):
+    """discover() imports every module of a package, so a new method file needs no import list:
+    a package holding one method file, discovered into a fresh registry, registers it."""
+    import harness.methods as methods
+    from harness.registry import Registry
+    package = tmp_path / "dropped_methods"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "probe.py").write_text(
+        "from harness.methods import register\n"
+        "from harness.methods.base import Method\n\n\n"
+        "@register\n"
+        "class Probe(Method):\n"
+        "    kind = 'probe'\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(methods, "METHODS", Registry("method kind"))  # the real registry stays as it is
+    try:
+        import dropped_methods
+        assert discover(dropped_methods) == ["probe"]
+        assert methods.METHODS.names() == ["probe"]
+        assert methods.METHODS.get("probe").__module__ == "dropped_methods.probe"
+    finally:
+        for name in ("dropped_methods.probe", "dropped_methods"):
+            sys.modules.pop(name, None)
+
+
+_FINISHED_RUNS = {}
+
+
+def _finished_run(method, model):
+    """A finished tiny run of `method` (once per model) on a synthetic mirror, for a method that
+    continues one (lori_s continues lori_d)."""
+    if (method, model) not in _FINISHED_RUNS:
         import os
         import tempfile
 
@@ -41,28 +95,27 @@ def _lori_d_run(model):
         old = os.environ.get("HARNESS_DATA_DIR")
         os.environ["HARNESS_DATA_DIR"] = str(build_mirror(root / "mirror"))
         try:
-            run_tiny(root / "d", f"model={model}", "method=lori_d", "train.max_steps=4", "train.eval_every=4",
+            run_tiny(root / "d", f"model={model}", f"method={method}", "train.max_steps=4", "train.eval_every=4",
                      *NO_DROPOUT.get(model, []))
         finally:
             if old is None:
                 os.environ.pop("HARNESS_DATA_DIR")
             else:
                 os.environ["HARNESS_DATA_DIR"] = old
-        _LORI_D_RUNS[model] = root / "d"
-    return _LORI_D_RUNS[model]
+        _FINISHED_RUNS[(method, model)] = root / "d"
+    return _FINISHED_RUNS[(method, model)]
 
 
-# Absolute LRs for the fixed-batch contract, independent of the YAMLs' CPU-budget defaults.
-CONTRACT_LR = {"fullft": 1e-3, "vera": 1e-1, "ia3": 1e-1, "bitfit": 2e-2, "loreft": 2e-2, "noreft": 2e-2,
-               "direft": 2e-2, "loreft_r32_p10": 2e-2}
+def _source_overrides(name, model) -> list:
+    """method.source_run for a method that declares it continues a finished run of another kind."""
+    source = _method_class(name).source_run_kind
+    return [f"method.source_run={_finished_run(source, model)}"] if source else []
 
 
 def _cfg(name, model="tiny_bert"):
-    extra = [f"method.source_run={_lori_d_run(model)}", "method.lr_ratio=1"] if name == "lori_s" else \
-        [f"method.lr={CONTRACT_LR.get(name, 1e-2)}"]
-    return compose(*extra, f"model={model}", f"method={name}", "logger=none", "train.progress=false",
-                   f"train.max_steps={STEPS}", "train.log_every=1", *SHORT.get(name, []),
-                   *NO_DROPOUT.get(model, []))
+    return compose(*_source_overrides(name, model), *CONTRACT_LR.get(name, ["method.lr=1e-2"]),
+                   f"model={model}", f"method={name}", "logger=none", "train.progress=false",
+                   f"train.max_steps={STEPS}", "train.log_every=1", *SHORT.get(name, []), *NO_DROPOUT.get(model, []))
 
 
 def _batch(tokenizer, arch):
@@ -89,131 +142,124 @@ class _Recorder:
 
 
 def _train(name, model_name="tiny_bert"):
+    """Apply the method and train STEPS steps on one fixed batch; what the checks below look at."""
     cfg = _cfg(name, model_name)
     runtime = setup_runtime(cfg.train)
     built = models.build(cfg)
     base_state = copy.deepcopy(built.model.state_dict())
     model, method, _ = apply_method(cfg, built, STEPS, runtime.device)
+    frozen_after_apply = {n: p.detach().clone() for n, p in model.named_parameters() if not p.requires_grad}
     before = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
     recorder = _Recorder()
     batch = _batch(built.tokenizer, cfg.model.arch)
     train.train(model, method, [batch] * STEPS, NoEvaluation(), Tracker([recorder]), runtime, cfg.train,
                 STEPS, effective_lr(cfg), regression=False)
-    return cfg, built, base_state, model, method, before, recorder.losses, batch
+    return SimpleNamespace(name=name, cfg=cfg, built=built, base_state=base_state, model=model, method=method,
+                           frozen_after_apply=frozen_after_apply, before=before, losses=recorder.losses,
+                           batch=batch)
 
 
 @pytest.fixture(scope="module", params=METHOD_YAMLS)
 def trained(request):
-    return (request.param, *_train(request.param))
+    return _train(request.param)
 
 
 def test_base_frozen_and_unchanged(trained):
-    name, cfg, built, base_state, model, method, *_ = trained
-    if cfg.method.kind == "fullft":
+    """Base weights the method does not declare it trains stay frozen; training never moves them,
+    and apply() leaves them as loaded unless the method declares that it rewrites them (and then it
+    must rewrite some)."""
+    t = trained
+    declared = type(t.method)
+    if declared.is_full_finetuning:
         pytest.skip("full fine-tuning trains the base by definition")
-    head = built.classifier + built.pooler
-    for n, p in model.named_parameters():
+    head = t.built.classifier + t.built.pooler
+    rewritten = []
+    for n, p in t.model.named_parameters():
         rel = n.removeprefix("base_model.model.")
-        if rel in base_state and not params.is_head(n, head) and not (cfg.method.kind == "bitfit" and n.endswith(".bias")):
+        if rel in t.base_state and not params.is_head(n, head) and not declared.trains_base_parameter(rel):
             assert not p.requires_grad, n
-            assert torch.equal(p.detach(), base_state[rel]), f"{name}: base weight {rel} changed"
+            assert torch.equal(p.detach(), t.frozen_after_apply[n]), f"{t.name}: training moved frozen {rel}"
+            if not torch.equal(p.detach(), t.base_state[rel]):
+                rewritten.append(rel)
+    if declared.rewrites_base_weights:
+        assert rewritten, f"{t.name} declares rewrites_base_weights but left every base weight as loaded"
+    else:
+        assert not rewritten, f"{t.name}: base weight {rewritten[0]} changed"
 
 
 def test_adapter_parameters_change(trained):
-    name, cfg, built, _, model, _, before, *_ = trained
-    head = built.classifier + built.pooler
-    adapter = [n for n in before if not params.is_head(n, head)]
-    assert adapter, f"{name}: no adapter parameters"
-    changed = [n for n in adapter if not torch.equal(before[n], dict(model.named_parameters())[n].detach())]
-    assert changed, f"{name}: no adapter parameter changed"
+    t = trained
+    head = t.built.classifier + t.built.pooler
+    adapter = [n for n in t.before if not params.is_head(n, head)]
+    assert adapter, f"{t.name}: no adapter parameters"
+    now = dict(t.model.named_parameters())
+    changed = [n for n in adapter if not torch.equal(t.before[n], now[n].detach())]
+    assert changed, f"{t.name}: no adapter parameter changed"
 
 
 def test_loss_falls_on_a_fixed_batch(trained):
-    name, *_, losses, _ = trained
-    assert len(losses) == STEPS
-    assert losses[-1] < losses[0], f"{name}: {losses}"
+    assert len(trained.losses) == STEPS
+    assert trained.losses[-1] < trained.losses[0], f"{trained.name}: {trained.losses}"
 
 
 def test_save_and_reload_reproduce_logits(trained, tmp_path):
-    name, cfg, built, _, model, method, _, _, batch = trained
-    model.eval()
+    t = trained
+    inputs = {k: v for k, v in t.batch.items() if k != "labels"}
+    t.model.eval()
     with torch.no_grad():
-        expected = model(**{k: v for k, v in batch.items() if k != "labels"}).logits
-    method.save(model, tmp_path)
-    fresh = models.build(cfg)
-    head_train, head_frozen = models.head_policy(fresh, cfg.train.head)
+        expected = t.model(**inputs).logits
+    t.method.save(t.model, tmp_path)
+    fresh = models.build(t.cfg)
+    head_train, head_frozen = models.head_policy(fresh, t.cfg.train.head)
     from harness.methods.base import ApplyContext
-    ctx = ApplyContext(model_type=fresh.model.config.model_type, arch=cfg.model.arch, head_train=head_train,
-                       head_frozen=head_frozen, total_steps=STEPS, seed=cfg.train.seed)
-    reloaded = type(method)(cfg.method).load(fresh.model, tmp_path, ctx).eval()
+    ctx = ApplyContext(model_type=fresh.model.config.model_type, arch=t.cfg.model.arch, head_train=head_train,
+                       head_frozen=head_frozen, total_steps=STEPS, seed=t.cfg.train.seed)
+    reloaded = type(t.method)(t.cfg.method).load(fresh.model, tmp_path, ctx).eval()
     with torch.no_grad():
-        got = reloaded(**{k: v for k, v in batch.items() if k != "labels"}).logits
-    assert torch.allclose(got, expected, atol=1e-5), f"{name}: reloaded logits differ"
-
-
-def _closed_form(kind, m, base, targets) -> int:
-    """Adapter parameters from module shapes alone (REFERENCE §2), never from the library."""
-    mods = dict(base.named_modules())
-    dims = [(mods[t].in_features, mods[t].out_features) for t in targets]
-    if kind == "lora":
-        return sum(m.r * (i + o) + (o if m.use_dora else 0) for i, o in dims)  # DoRA: + magnitude
-    if kind == "adalora":
-        return sum(m.init_r * (i + o) + m.init_r for i, o in dims)
-    if kind == "vera":
-        return sum(m.r + o for i, o in dims)
-    if kind in ("lori_d", "lori_s"):
-        return sum(m.r * o for i, o in dims)  # B only: A is frozen
-    raise KeyError(kind)
+        got = reloaded(**inputs).logits
+    assert torch.allclose(got, expected, atol=1e-5), f"{t.name}: reloaded logits differ"
 
 
 def test_param_report_equals_closed_form(trained):
-    name, cfg, built, base_state, model, method, *_ = trained
-    fresh = models.build(cfg)
-    report = params.param_report(model, built.classifier + built.pooler, built.base_total, method)
-    head_params = sum(p.numel() for n, p in fresh.model.named_parameters() if params.is_head(n, built.classifier))
-    kind = cfg.method.kind
-    if kind in ("lora", "adalora", "vera", "lori_d", "lori_s"):
-        knobs = method.cfg  # lori_s takes r and targets from its lori_d run
-        expected = _closed_form(kind, knobs, fresh.model, resolve_targets(fresh.model, knobs.target_modules))
-    elif kind == "ia3":
-        targets = resolve_targets(fresh.model, cfg.method.target_modules)
-        mods = dict(fresh.model.named_modules())
-        down = set(resolve_targets(fresh.model, "mlp_down"))
-        expected = sum(mods[t].in_features if t in down else mods[t].out_features for t in targets)
-    elif kind == "reft":
-        m = cfg.method
-        layers = fresh.model.config.num_hidden_layers if m.layers == "all" else len(m.layers.split(";"))
-        units = 1 if m.tied_weights else (m.prefix_positions > 0) + (m.suffix_positions > 0)
-        expected = layers * units * m.r * (2 * fresh.model.config.hidden_size + 1)  # r(2d+1) per unit
-    elif kind == "bitfit":
-        expected = sum(p.numel() for n, p in fresh.model.named_parameters()
-                       if n.endswith(".bias") and not params.is_head(n, built.classifier + built.pooler))
-    elif kind == "fullft":
-        expected = built.base_total - sum(p.numel() for n, p in fresh.model.named_parameters()
-                                          if params.is_head(n, built.classifier + built.pooler))
-    else:
-        raise AssertionError(f"no closed form for {kind}")
-    assert report["adapter"] == expected, name
+    """The trainable adapter count after apply equals the method's declared closed form, computed
+    from the fresh model's shapes and from its meta-device copy alike (what a budget solver sees)."""
+    t = trained
+    declared = type(t.method)
+    fresh = models.build(t.cfg)
+    head = t.built.classifier + t.built.pooler
+    report = params.param_report(t.model, head, t.built.base_total, t.method)
+    expected = declared.adapter_param_count(t.cfg.method, ModelDims.of(fresh.model, head))
+    assert expected is not None, f"{t.name}: no closed form declared; say how its count is checked"
+    assert report["adapter"] == expected, t.name
+    assert declared.adapter_param_count(t.cfg.method, model_info(t.cfg).dims()) == expected, t.name
+    head_params = sum(p.numel() for n, p in fresh.model.named_parameters() if params.is_head(n, t.built.classifier))
     assert report["head"] == head_params == 66  # tiny_bert classifier 32x2+2; pooler frozen by default
-    assert report["base_total"] == built.base_total
+    assert report["base_total"] == t.built.base_total
 
 
-def test_methods_on_a_decoder():
-    for name in ("lora", "dora", "adalora", "vera", "ia3", "fullft", "lori_d", "lori_s", "loreft", "direft"):
-        *_, losses, _ = _train(name, "tiny_llama")
-        assert losses[-1] < losses[0], name
+@pytest.mark.parametrize("name", METHOD_YAMLS)
+def test_every_method_trains_on_a_decoder_or_refuses_it_up_front(name):
+    """On tiny_llama (no biases, no pooler) a method either learns or its model check refuses the
+    model before anything is built, and then apply() refuses it too (never a silent no-op)."""
+    cfg = _cfg(name, "tiny_llama")
+    try:
+        _method_class(name).check_against_model(cfg.method, model_info(cfg))
+    except HarnessError:
+        with pytest.raises(HarnessError):
+            _train(name, "tiny_llama")
+        return
+    losses = _train(name, "tiny_llama").losses
+    assert losses[-1] < losses[0], name
 
 
 def test_bitfit_on_a_model_without_biases_says_so():
-    from harness.errors import HarnessError
     with pytest.raises(HarnessError, match="no bias terms"):
         _train("bitfit", "tiny_llama")
-
 
 
 @pytest.mark.parametrize("name", METHOD_YAMLS)
 def test_every_method_runs_a_regression_task(name, use_mirror, tmp_path):
     from conftest import run_tiny
-    extra = SHORT.get(name, []) + ([f"method.source_run={_lori_d_run('tiny_bert')}"] if name == "lori_s" else [])
-    record = run_tiny(tmp_path / "run", f"method={name}", "task=stsb", "train.max_steps=6", *extra)
+    record = run_tiny(tmp_path / "run", f"method={name}", "task=stsb", "train.max_steps=6", *SHORT.get(name, []),
+                      *_source_overrides(name, "tiny_bert"))
     assert record["status"] == "success" and set(record["metrics"]) == {"pearson", "spearman"}

@@ -145,7 +145,7 @@ def ranks(runs: pd.DataFrame):
     ok = succeeded(runs)
     adaptive = [(r, rank_events(Path(r["dir"]))) for _, r in ok.sort_values("seed").iterrows()]
     adaptive = [(r, ev) for r, ev in adaptive if ev[1] and len({tuple(v) for v in ev[1].values()}) > 0
-                and r["kind"] == "adalora"]
+                and r["rank_adaptive"]]
     seen, picked = set(), []
     for r, ev in adaptive:
         key = (r[CONFIG_KEY], r["lr"])

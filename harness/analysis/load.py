@@ -18,6 +18,10 @@ from harness.knobs import knob_label, knobs
 
 CONFIG_KEY = "config_id"  # one method configuration = one row of table.md
 DISPLAY_COLUMNS = ["task", "model", "method", "kind", "knobs", "label"]
+# What the analysis asks of a configuration's method (its declarations, harness.methods.base), so
+# that no table or figure names a method: the reference of comparisons, the LoRA of the LR ratio,
+# rank-adaptive methods (rank figures).
+ROLE_COLUMNS = ["full_finetuning", "in_lora_lr_ratio", "rank_adaptive"]
 MAX_DIFF_KEYS = 4  # past this many differing keys a bracket stops being readable
 
 
@@ -31,6 +35,17 @@ def config_id(record: dict) -> str:
         return record["config_id"]
     from harness.results import config_identity
     return config_identity(record["config"])
+
+
+def _roles(method: dict) -> dict:
+    """ROLE_COLUMNS of a record's method config, as its method declares them (all False for a kind
+    no longer registered)."""
+    from harness.methods import METHODS
+    if method.get("kind") not in METHODS:
+        return dict.fromkeys(ROLE_COLUMNS, False)
+    cls = METHODS.get(method["kind"])
+    return {"full_finetuning": cls.is_full_finetuning, "in_lora_lr_ratio": cls.in_lora_lr_ratio(method),
+            "rank_adaptive": cls.rank_adaptive}
 
 
 def _baseline_metric(record: dict) -> float:
@@ -55,6 +70,7 @@ def _row(record: dict, run_dir: Path) -> dict:
         "reason": error.get("reason"), "error": (error.get("message") or "").splitlines()[0] if error else None,
         "task": cfg["task"]["name"], "model": cfg["model"]["name"], "method": method["label"],
         "kind": method["kind"], "knobs": knob_label(method), **{f"knob_{k}": v for k, v in knobs(method).items()},
+        **_roles(method),
         "seed": record["seed"], "lr": inferred_lr, "base_lr": cfg["train"]["base_lr"],
         "lr_multiple": (inferred_lr / cfg["train"]["base_lr"]) if inferred_lr else None,
         "steps": cfg["train"]["max_steps"], "protocol": evaluation.get("protocol"),

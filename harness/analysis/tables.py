@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from harness.analysis.load import CONFIG_KEY, DISPLAY_COLUMNS
+from harness.analysis.load import CONFIG_KEY, DISPLAY_COLUMNS, ROLE_COLUMNS
 
 EXACT_SIGN_FLIP_MAX_N = 16  # 2^16 = 65,536 flips: enumerate; beyond, sample
 RANDOM_SIGN_FLIPS = 100_000
@@ -54,7 +54,8 @@ def lr_curves(runs: pd.DataFrame) -> pd.DataFrame:
     LRs the configuration has (curves and fits use only those with >= 2)."""
     ok = succeeded(runs)
     grouped = ok.groupby([CONFIG_KEY, "lr"], dropna=False)
-    curves = grouped.agg(**{c: (c, "first") for c in DISPLAY_COLUMNS}, lr_multiple=("lr_multiple", "first"),
+    curves = grouped.agg(**{c: (c, "first") for c in DISPLAY_COLUMNS + ROLE_COLUMNS},
+                         lr_multiple=("lr_multiple", "first"),
                          select_mean=("select_score", "mean"), select_sd=("select_score", "std"),
                          metric_mean=("metric", "mean"), metric_sd=("metric", "std"),
                          baseline_metric=("baseline_metric", "mean"), seeds=("seed", "nunique")).reset_index()
@@ -163,9 +164,9 @@ def t_interval(values, level: float = 0.95):
     return tuple(stats.t.interval(level, df=len(values) - 1, loc=mean, scale=sem))
 
 
-def _fullft_reference(best_task: pd.DataFrame) -> Optional[pd.Series]:
-    """The task's FullFT configuration (the best by selection score if there are several)."""
-    full = best_task[best_task["method"] == "fullft"]
+def _full_finetuning_reference(best_task: pd.DataFrame) -> Optional[pd.Series]:
+    """The task's full fine-tuning configuration (the best by selection score if there are several)."""
+    full = best_task[best_task["full_finetuning"]]
     return None if full.empty else full.loc[full["select_mean"].idxmax()]
 
 
@@ -174,7 +175,7 @@ def _ratio_rows(runs: pd.DataFrame, best_task: pd.DataFrame, full: pd.Series):
     full_opt = optima_per_seed(runs, full[CONFIG_KEY])
     full_lrs = runs[runs[CONFIG_KEY] == full[CONFIG_KEY]]["lr"].nunique()
     rows, logs = [], []
-    for _, lora in best_task[best_task["method"] == "lora"].iterrows():
+    for _, lora in best_task[best_task["in_lora_lr_ratio"]].iterrows():
         lora_opt = optima_per_seed(runs, lora[CONFIG_KEY])
         seeds = lora_opt.index.intersection(full_opt.index)
         log_ratio = np.log(lora_opt[seeds]) - np.log(full_opt[seeds])
@@ -212,7 +213,7 @@ def lr_ratio(runs: pd.DataFrame) -> Optional[dict]:
     best = best_lrs(runs)
     rows, logs = [], []
     for _, group in best.groupby("task"):
-        full = _fullft_reference(group)
+        full = _full_finetuning_reference(group)
         if full is not None:
             r, lg = _ratio_rows(runs, group, full)
             rows, logs = rows + r, logs + lg
@@ -282,9 +283,9 @@ def paired_stats(diffs) -> dict:
             "boot_ci95_low": boot[0], "boot_ci95_high": boot[1]}
 
 
-def _reference(group: pd.DataFrame, reference: str) -> pd.Series:
-    """FullFT (the best one if several), else the best configuration by selection score."""
-    ref_rows = group[group["method"] == reference]
+def _reference(group: pd.DataFrame) -> pd.Series:
+    """Full fine-tuning (the best one if several), else the best configuration by selection score."""
+    ref_rows = group[group["full_finetuning"]]
     ref_rows = ref_rows if len(ref_rows) else group
     return ref_rows.loc[ref_rows["select_mean"].idxmax()]
 
@@ -293,13 +294,13 @@ def _scores_by_seed(ok: pd.DataFrame, best: pd.Series) -> pd.Series:
     return at_lr(ok, best[CONFIG_KEY], best["lr"]).set_index("seed")["metric"]
 
 
-def paired(runs: pd.DataFrame, reference: str = "fullft") -> pd.DataFrame:
+def paired(runs: pd.DataFrame) -> pd.DataFrame:
     """Each configuration (at its best LR) minus the task's reference configuration, paired by
     seed; p_holm adjusts the sign-flip p over every comparison of the table."""
     best, ok = best_lrs(runs), succeeded(runs)
     rows = []
     for task, group in best.groupby("task"):
-        ref = _reference(group, reference)
+        ref = _reference(group)
         ref_scores = _scores_by_seed(ok, ref)
         for _, b in group[group[CONFIG_KEY] != ref[CONFIG_KEY]].iterrows():
             scores = _scores_by_seed(ok, b)

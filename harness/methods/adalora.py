@@ -17,7 +17,7 @@ from typing import Dict, Optional
 
 from harness.errors import HarnessError
 from harness.methods import register
-from harness.methods.base import ApplyContext, MethodConfig, check_dropout, check_rank
+from harness.methods.base import ApplyContext, Knob, MethodConfig, check_dropout, check_rank
 from harness.methods.peft_base import PeftMethod
 from harness.methods.targets import check_rank_fits
 
@@ -66,6 +66,15 @@ def check_schedule(mcfg, total: int) -> Dict[str, int]:
 class AdaLora(PeftMethod):
     kind = "adalora"
     config_class = AdaLoraMethodConfig
+    rank_adaptive = True
+    display_knobs = (Knob(("init_r", "target_r"), "r{}->{}"), Knob("alpha", "a{:g}"), Knob("target_modules"),
+                     Knob("dropout", "drop{:g}", quiet=True))
+
+    @classmethod
+    def adapter_param_count(cls, mcfg, dims) -> int:
+        """P (init_r x in), Q (out x init_r) and E (init_r) per target, all trainable from the start
+        (pruning masks E; it never removes parameters)."""
+        return sum(mcfg.init_r * (i + o + 1) for i, o in dims.targets(mcfg.target_modules).values())
 
     @classmethod
     def validate_config(cls, mcfg, cfg) -> None:

@@ -1,12 +1,14 @@
 """The Method protocol: what a PEFT method does to the model, plus optional hooks.
 
-The training loop calls these hooks and never names a method. A new method is one file that
-subclasses `Method` (with its config schema) and registers itself, plus one YAML in conf/method/.
-Method modules import torch/peft inside functions so that config validation stays fast.
+The training loop calls these hooks and never names a method; analysis, knob labels and the
+contract tests ask a method's declarations (below) instead of its name. A new method is one file in
+harness/methods/ that subclasses `Method` (with its config schema) and registers itself (the
+package discovers it), plus one YAML in conf/method/. Method modules import torch/peft inside
+functions so that config validation stays fast.
 """
 
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 from omegaconf import MISSING
 
@@ -30,11 +32,52 @@ class ApplyContext:
     seed: int
 
 
+@dataclass(frozen=True)
+class Knob:
+    """One part of a configuration's knob label (tables, W&B run names): `fmt` filled with the
+    values of `names`, shown when every one of them is in the config. A `quiet` knob is a switch
+    that is off in almost every run: shown only when it differs from the preset's value (the YAML
+    named by the label), so that naming it everywhere does not bury the rank."""
+    names: Union[str, Tuple[str, ...]]
+    fmt: str = "{}"
+    quiet: bool = False
+
+    @property
+    def keys(self) -> Tuple[str, ...]:
+        return (self.names,) if isinstance(self.names, str) else tuple(self.names)
+
+
 class Method:
     kind: str = ""
     version: str = "1"  # bump when the implementation changes results; recorded in every run
     config_class = MethodConfig
     rank_interval: Optional[int] = None  # also log rank/<module> every N steps (None: at evaluations only)
+
+    # -- declarations: what the rest of the harness asks of a method instead of naming it ------
+    display_knobs: Tuple[Knob, ...] = ()  # its knob label, in order ("r8 a16 all_linear")
+    is_full_finetuning: bool = False  # trains the whole body: the reference of paired comparisons and LR ratios
+    rank_adaptive: bool = False  # per-module ranks change while it trains (rank figures)
+    rewrites_base_weights: bool = False  # apply() changes frozen base weights (PiSSA/OLoRA residual init)
+    data_init: Optional[str] = None  # data-driven initialiser apply needs (EVA, LoRA-GA); None: none
+    source_run_kind: Optional[str] = None  # kind of the finished run it continues (method.source_run)
+
+    @classmethod
+    def adapter_param_count(cls, mcfg, dims) -> Optional[int]:
+        """Trainable adapter parameters (outside the head) this config gives on a model of `dims`
+        (harness.methods.dims.ModelDims), from shapes alone, never by building the adapter; the
+        contract tests hold every method to it. None: the method has no closed form (its library's
+        count is then the reference). Every method must say which."""
+        raise NotImplementedError(f"method '{cls.kind}' declares no adapter_param_count")
+
+    @classmethod
+    def trains_base_parameter(cls, name: str) -> bool:
+        """Does this method train the base model's parameter `name` (outside the head)? Default: no."""
+        return False
+
+    @classmethod
+    def in_lora_lr_ratio(cls, method: dict) -> bool:
+        """Is this configuration (a record's method dict) plain LoRA for the LoRA/FullFT optimal-LR ratio?"""
+        return False
 
     def __init__(self, cfg):
         self.cfg = cfg

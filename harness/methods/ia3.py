@@ -3,9 +3,9 @@
 from dataclasses import dataclass
 
 from harness.methods import register
-from harness.methods.base import ApplyContext, MethodConfig
+from harness.methods.base import ApplyContext, Knob, MethodConfig
 from harness.methods.peft_base import PeftMethod
-from harness.methods.targets import mlp_down
+from harness.methods.targets import linear_shapes, mlp_down
 
 
 @dataclass
@@ -17,9 +17,17 @@ class IA3MethodConfig(MethodConfig):
 class IA3(PeftMethod):
     kind = "ia3"
     config_class = IA3MethodConfig
+    display_knobs = (Knob("target_modules"),)
+
+    @classmethod
+    def adapter_param_count(cls, mcfg, dims) -> int:
+        """One scaling vector per target: over the input of an MLP down projection, else the output."""
+        targets = dims.targets(mcfg.target_modules)
+        down = set(mlp_down(dims.linears, list(targets)))
+        return sum(i if name in down else o for name, (i, o) in targets.items())
 
     def describe(self, model, targets) -> dict:
-        self._feedforward = mlp_down(model, targets)
+        self._feedforward = mlp_down(linear_shapes(model), targets)
         return {"feedforward_modules": self._feedforward}
 
     def peft_config(self, targets, ctx: ApplyContext):

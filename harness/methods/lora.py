@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 from harness.errors import HarnessError
 from harness.methods import register
-from harness.methods.base import ApplyContext, MethodConfig, check_dropout, check_rank
+from harness.methods.base import ApplyContext, Knob, MethodConfig, check_dropout, check_rank
 from harness.methods.peft_base import PeftMethod
 from harness.methods.targets import check_rank_fits
 
@@ -27,10 +27,31 @@ def check_lora_knobs(mcfg) -> None:
         raise HarnessError(f"method.alpha must be > 0 (got {mcfg.alpha})")
 
 
+# The label of every LoRA-shaped config (LoRI-D reuses it): rank, alpha, targets, then rare switches.
+LORA_KNOBS = (Knob("r", "r{}"), Knob("alpha", "a{:g}"), Knob("target_modules"), Knob("rslora", "rslora", quiet=True),
+              Knob("use_dora", "dora", quiet=True), Knob("dropout", "drop{:g}", quiet=True))
+
+
+def lora_param_count(r: int, dims, target_modules: str, dora: bool = False) -> int:
+    """r(in + out) per adapted linear (A: r x in, B: out x r); DoRA adds one magnitude per output."""
+    return sum(r * (i + o) + (o if dora else 0) for i, o in dims.targets(target_modules).values())
+
+
 @register
 class Lora(PeftMethod):
     kind = "lora"
     config_class = LoraMethodConfig
+    display_knobs = LORA_KNOBS
+
+    @classmethod
+    def adapter_param_count(cls, mcfg, dims) -> int:
+        return lora_param_count(mcfg.r, dims, mcfg.target_modules, dora=mcfg.use_dora)
+
+    @classmethod
+    def in_lora_lr_ratio(cls, method: dict) -> bool:
+        """Plain LoRA: not its DoRA variant, and not the methods built on this class (Lora.kind,
+        not cls.kind, so that LoRI-D and LoRI-S do not inherit a yes)."""
+        return method.get("kind") == Lora.kind and not method.get("use_dora")
 
     @classmethod
     def validate_config(cls, mcfg, cfg) -> None:

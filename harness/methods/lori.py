@@ -19,7 +19,7 @@ from omegaconf import OmegaConf
 
 from harness.errors import HarnessError
 from harness.methods import register
-from harness.methods.base import ApplyContext, MethodConfig
+from harness.methods.base import ApplyContext, Knob, MethodConfig
 from harness.methods.lora import Lora, LoraMethodConfig, check_lora_knobs
 
 EXPORT_DIR = "lori"
@@ -27,6 +27,11 @@ EXPORT_DIR = "lori"
 
 def _mask_file(run_dir: Path, sparsity: float) -> Path:
     return Path(run_dir) / EXPORT_DIR / f"mask_s{sparsity:g}.safetensors"
+
+
+def _b_only_count(mcfg, dims) -> int:
+    """r x out per adapted linear: B trains, A stays frozen at its random init."""
+    return sum(mcfg.r * out for _, out in dims.targets(mcfg.target_modules).values())
 
 
 def _lora_modules(model):
@@ -46,6 +51,10 @@ class LoriDConfig(LoraMethodConfig):
 class LoriD(Lora):
     kind = "lori_d"
     config_class = LoriDConfig
+
+    @classmethod
+    def adapter_param_count(cls, mcfg, dims) -> int:
+        return _b_only_count(mcfg, dims)
 
     @classmethod
     def validate_config(cls, mcfg, cfg) -> None:
@@ -85,7 +94,7 @@ class LoriD(Lora):
 class LoriSConfig(MethodConfig):
     source_run: Optional[str] = None  # run directory of a finished lori_d run
     sparsity: float = 0.9
-    lr_ratio: float = 10.0  # LR = lr_ratio x the lori_d run's LR
+    lr_ratio: float = 10.0  # LR = lr_ratio x the lori_d run's LR (the paper: 10x)
 
 
 def _source_record(mcfg) -> dict:
@@ -101,6 +110,12 @@ def _source_record(mcfg) -> dict:
         raise HarnessError(f"lori_s: the lori_d run exported no mask for sparsity {mcfg.sparsity:g}"
                            f" ({_mask_file(mcfg.source_run, mcfg.sparsity)} missing)")
     return record
+
+
+def _source_lora_knobs(mcfg) -> LoraMethodConfig:
+    """The LoRA knobs LoRI-S inherits from its lori_d run: r, alpha, dropout, targets."""
+    d_method = _source_record(mcfg)["config"]["method"]
+    return LoraMethodConfig(**{k: d_method[k] for k in ("r", "alpha", "dropout", "target_modules")})
 
 
 def _selection_score(record: dict):
@@ -163,6 +178,14 @@ OmegaConf.register_new_resolver("lori_d_run", find_lori_d_run, replace=True, use
 class LoriS(Lora):
     kind = "lori_s"
     config_class = LoriSConfig
+    source_run_kind = LoriD.kind
+    display_knobs = (Knob("sparsity", "s{:g}"),)
+
+    @classmethod
+    def adapter_param_count(cls, mcfg, dims) -> int:
+        """As its lori_d run's B (r and targets come from there); the mask zeroes entries, it
+        removes no parameters (the record's `nonzero` counts those)."""
+        return _b_only_count(_source_lora_knobs(mcfg), dims)
 
     @classmethod
     def validate_config(cls, mcfg, cfg) -> None:
@@ -198,8 +221,7 @@ class LoriS(Lora):
     def __init__(self, cfg):
         super().__init__(cfg)
         self.s_cfg = cfg
-        d_method = _source_record(cfg)["config"]["method"]
-        self.cfg = LoraMethodConfig(**{k: d_method[k] for k in ("r", "alpha", "dropout", "target_modules")})
+        self.cfg = _source_lora_knobs(cfg)
 
     def apply(self, model, ctx: ApplyContext):
         from safetensors.torch import load_file

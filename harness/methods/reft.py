@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from harness.errors import HarnessError
 from harness.methods import register
-from harness.methods.base import ApplyContext, Method, MethodConfig, check_dropout, check_rank
+from harness.methods.base import ApplyContext, Knob, Method, MethodConfig, check_dropout, check_rank
 
 VARIANTS = ("loreft", "noreft", "direft")
 ADAPTER = "reft"
@@ -114,6 +114,18 @@ def _install_fixes() -> None:
 class Reft(Method):
     kind = "reft"
     config_class = ReftMethodConfig
+    display_knobs = (Knob("r", "r{}"), Knob(("prefix_positions", "suffix_positions"), "p{}+s{}"),
+                     Knob("variant", quiet=True), Knob("layers", "layers={}", quiet=True),
+                     Knob("tied_weights", "tied", quiet=True), Knob("dropout", "drop{:g}", quiet=True))
+
+    @classmethod
+    def adapter_param_count(cls, mcfg, dims) -> int:
+        """r(2d + 1) per trained unit (R: r x d, W: r x d, b: r) per intervened layer; a side
+        without positions has no trained unit (untied weights)."""
+        layers = _layers(mcfg.layers)
+        n_layers = dims.num_layers if layers == "all" else len(layers)
+        units = 1 if mcfg.tied_weights else (mcfg.prefix_positions > 0) + (mcfg.suffix_positions > 0)
+        return n_layers * units * mcfg.r * (2 * dims.hidden_size + 1)
 
     @classmethod
     def validate_config(cls, mcfg, cfg) -> None:

@@ -14,7 +14,7 @@ expression that must fully match module names.
 """
 
 import re
-from typing import List
+from typing import Dict, List, Tuple
 
 from harness.errors import HarnessError
 
@@ -26,46 +26,52 @@ _KV = re.compile(r"(^|\.)(key|value|k_proj|v_proj|key_proj|value_proj|k|v)$")
 PRESETS = ("all_linear", "attention", "mlp", "mlp_down", "qv", "kv")
 
 
-def _block_linears(model) -> dict:
+def linear_shapes(model) -> Dict[str, Tuple[int, int]]:
+    """Every nn.Linear of `model` (a meta-device copy will do), in model order: name -> (in, out).
+    Targets are resolved on this map, so closed-form parameter counts can use it without the model."""
     import torch.nn as nn
-    return {n: m for n, m in model.named_modules() if isinstance(m, nn.Linear) and _BLOCK.search(n)}
+    return {n: (m.in_features, m.out_features) for n, m in model.named_modules() if isinstance(m, nn.Linear)}
 
 
-def _preset(model, name: str) -> List[str]:
-    linears = _block_linears(model)
-    attention = [n for n in linears if _ATTENTION.search(n)]
-    mlp = [n for n in linears if not _ATTENTION.search(n)]
+def _preset(linears: Dict[str, Tuple[int, int]], name: str) -> List[str]:
+    block = [n for n in linears if _BLOCK.search(n)]
+    attention = [n for n in block if _ATTENTION.search(n)]
+    mlp = [n for n in block if not _ATTENTION.search(n)]
     return {
-        "all_linear": list(linears),
+        "all_linear": block,
         "attention": attention,
         "mlp": mlp,
-        "mlp_down": [n for n in mlp if linears[n].in_features > linears[n].out_features],
+        "mlp_down": [n for n in mlp if linears[n][0] > linears[n][1]],
         "qv": [n for n in attention if _QV.search(n)],
         "kv": [n for n in attention if _KV.search(n)],
     }[name]
 
 
-def resolve_targets(model, spec: str) -> List[str]:
-    """Module names selected by preset(s) or a regex, in model order; error if none match."""
+def select_targets(linears: Dict[str, Tuple[int, int]], spec: str) -> List[str]:
+    """Names of `linears` (linear_shapes) selected by preset(s) or a regex, in model order; error if none."""
     parts = spec.split("+")
     if all(p in PRESETS for p in parts):
-        chosen = set().union(*(_preset(model, p) for p in parts))
-        names = [n for n, _ in model.named_modules() if n in chosen]
+        chosen = set().union(*(_preset(linears, p) for p in parts))
+        names = [n for n in linears if n in chosen]
     else:
         try:
             pattern = re.compile(spec)
         except re.error as e:
             raise HarnessError(f"method.target_modules='{spec}' is neither presets {PRESETS} nor a valid regex ({e})")
-        import torch.nn as nn
-        names = [n for n, m in model.named_modules() if isinstance(m, nn.Linear) and pattern.fullmatch(n)]
+        names = [n for n in linears if pattern.fullmatch(n)]
     if not names:
         raise HarnessError(f"method.target_modules='{spec}' matches no linear module of this model")
     return names
 
 
-def mlp_down(model, names: List[str]) -> List[str]:
+def resolve_targets(model, spec: str) -> List[str]:
+    """Module names of `model` selected by preset(s) or a regex, in model order; error if none match."""
+    return select_targets(linear_shapes(model), spec)
+
+
+def mlp_down(linears: Dict[str, Tuple[int, int]], names: List[str]) -> List[str]:
     """Those of `names` that are MLP down projections (IA3 scales their input, not output)."""
-    down = set(_preset(model, "mlp_down"))
+    down = set(_preset(linears, "mlp_down"))
     return [n for n in names if n in down]
 
 

@@ -3,7 +3,7 @@
 from dataclasses import dataclass
 
 from harness.methods import register
-from harness.methods.base import ApplyContext, MethodConfig, check_dropout, check_rank
+from harness.methods.base import ApplyContext, Knob, MethodConfig, check_dropout, check_rank
 from harness.methods.peft_base import PeftMethod
 from harness.methods.targets import check_rank_fits
 
@@ -21,6 +21,12 @@ class VeraMethodConfig(MethodConfig):
 class Vera(PeftMethod):
     kind = "vera"
     config_class = VeraMethodConfig
+    display_knobs = (Knob("r", "r{}"), Knob("target_modules"), Knob("dropout", "drop{:g}", quiet=True))
+
+    @classmethod
+    def adapter_param_count(cls, mcfg, dims) -> int:
+        """d (r) and b (out) per target; the shared random projections are frozen."""
+        return sum(mcfg.r + out for _, out in dims.targets(mcfg.target_modules).values())
 
     @classmethod
     def validate_config(cls, mcfg, cfg) -> None:
