@@ -71,6 +71,17 @@ def mirror(tmp_path_factory) -> Path:
     return build_mirror(tmp_path_factory.mktemp("mirror"))
 
 
+@pytest.fixture(scope="session")
+def smoke_sweep(mirror, tmp_path_factory):
+    """`python -m harness +sweep=smoke` (basic launcher, the synthetic mirror) run once per session in a
+    real process: (sweep directory, CompletedProcess). tests/test_sweeps.py checks the run itself (and
+    re-runs it to see every job skipped); test_notebook.py and test_slurm.py read its records. A test
+    that writes into the directory must leave its records as they are."""
+    sweep_dir = tmp_path_factory.mktemp("smoke_sweep") / "smoke"
+    proc = cli("+sweep=smoke", f"hydra.sweep.dir={sweep_dir}", env={"HARNESS_DATA_DIR": str(mirror)}, timeout=240)
+    return sweep_dir, proc
+
+
 @pytest.fixture
 def use_mirror(mirror, monkeypatch) -> Path:
     monkeypatch.setenv("HARNESS_DATA_DIR", str(mirror))
@@ -105,3 +116,39 @@ def cli(*args, env=None, cwd=None, timeout=120):
     full_env = {**os.environ, **(env or {})}
     return subprocess.run([sys.executable, "-m", "harness", *args], capture_output=True, text=True,
                           env=full_env, cwd=cwd or REPO, timeout=timeout)
+
+
+def cli_in_process(*args, env=None):
+    """`python -m harness args...` in this process, through the CLI's own entry point
+    (harness.__main__.cli, with sys.argv set as the interpreter would): the same composition, checks,
+    one-line message and exit status as `cli`, without a new interpreter's imports. Returns a
+    CompletedProcess (returncode = the SystemExit code, 0 when the command returned). The environment
+    (the CLI sets HYDRA_FULL_ERROR and the hub flags), sys.argv, sys.stdout/stderr and the root logger
+    (Hydra configures logging on every run) are restored afterwards. For commands that end before
+    anything is launched: a sweep (`-m`) or anything that must be a fresh process uses `cli`."""
+    import contextlib
+    import io
+    import logging
+
+    from harness import __main__ as entry
+
+    saved_env, saved_argv = dict(os.environ), sys.argv
+    root = logging.getLogger()
+    saved_handlers, saved_level = root.handlers[:], root.level
+    out, err = io.StringIO(), io.StringIO()
+    code = 0
+    os.environ.update(env or {})
+    sys.argv = [entry.__file__, *args]
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            entry.cli()
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    finally:
+        sys.argv = saved_argv
+        os.environ.clear()
+        os.environ.update(saved_env)
+        root.handlers[:] = saved_handlers
+        root.setLevel(saved_level)
+    return subprocess.CompletedProcess([sys.executable, "-m", "harness", *args], code, out.getvalue(),
+                                       err.getvalue())

@@ -1,14 +1,35 @@
 """Every bad input ends with one clear line on stderr, exit status 2, before any training,
-and leaves no success record behind (the README lists these cases)."""
+and leaves no success record behind (docs/bad-input.md lists these cases).
+
+Each case runs through the CLI's own entry point: `harness.__main__.cli` with sys.argv set, in this
+process (conftest.cli_in_process), so it takes the CLI's path (Hydra's composition, the schema, the
+checks, preflight, the one-line message and the exit status) without a new interpreter per case. One
+case per class of error also runs as a real `python -m harness` process (CLI_SMOKE), so the process
+wiring (entry point, stderr, exit status) stays tested for each class."""
 
 import json
 
 import pytest
 
-from conftest import cli, run_tiny
+from conftest import cli, cli_in_process, run_tiny
 
+# One real process per class of error: (class, overrides, fragment of the one-line message)
+CLI_SMOKE = [
+    ("unknown group option", ["task=sst3"], "unknown task 'sst3' (did you mean 'sst2'?)"),
+    ("unknown key", ["train.batchsize=4"], "unknown config key 'train.batchsize' (did you mean 'train.batch_size'?)"),
+    ("key added with +", ["+train.warmup_step=4"],
+     "unknown config key 'train.warmup_step' (did you mean 'train.warmup_steps'?)"),
+    ("override grammar", ["method=loreft", "method.layers=0;2;4"],
+     "cannot parse override 'method.layers=0;2;4': unexpected character ';' at position 16"),
+    ("value type", ["train.batch_size=abc"], "bad value for 'train.batch_size'"),
+    ("range check", ["train.seed=-1"], "train.seed must be in [0, 2**32 - 1] (got -1)"),
+    ("model preflight", ["method.target_modules=nothing_matches"], "matches no linear module"),
+]
+# (the data class: test_missing_data_dir; a sweep's up-front check: test_sweep_refuses_an_added_key_up_front;
+# a run directory in use: tests/test_locks.py; all real processes)
+
+# The same checks in-process: (overrides, fragment of the one-line message)
 CASES = [
-    # (overrides, fragment of the one-line message)
     (["task=sst3"], "unknown task 'sst3' (did you mean 'sst2'?)"),
     (["model=robeta_base"], "unknown model 'robeta_base' (did you mean 'roberta_base'?)"),
     (["method=lorra"], "unknown method 'lorra' (did you mean 'lora'?)"),
@@ -31,69 +52,10 @@ CASES = [
     (["eval.protocol=best"], "unknown eval protocol 'best'"),
     (["train.head=pooler"], "train.head must be one of"),
     (["method.target_modules=nothing_matches"], "matches no linear module"),
-    # `+` does not get past the schema; Hydra grammar errors; config-only ranges (through the real CLI)
     (["+train.warmup_step=4"], "unknown config key 'train.warmup_step' (did you mean 'train.warmup_steps'?)"),
     (["method=loreft", "method.layers=0;2;4"],
      "cannot parse override 'method.layers=0;2;4': unexpected character ';' at position 16"),
     (["train.seed=-1"], "train.seed must be in [0, 2**32 - 1] (got -1)"),
-]
-
-
-def _assert_one_line(proc, fragment):
-    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
-    assert proc.returncode == 2, proc.stderr
-    assert len(lines) == 1, proc.stderr
-    assert lines[0].startswith("harness: error: ") and fragment in lines[0], lines[0]
-
-
-def _assert_no_success(run_dir):
-    record = run_dir / "result.json"
-    assert not record.exists() or json.loads(record.read_text())["status"] != "success"
-
-
-@pytest.mark.parametrize("overrides,fragment", CASES, ids=[c[0][-1] for c in CASES])
-def test_bad_input_is_one_line(overrides, fragment, mirror, tmp_path):
-    run_dir = tmp_path / "run"
-    proc = cli("model=tiny_bert", "logger=none", *overrides, f"hydra.run.dir={run_dir}",
-               env={"HARNESS_DATA_DIR": str(mirror)})
-    _assert_one_line(proc, fragment)
-    _assert_no_success(run_dir)
-    assert not run_dir.exists()  # refused before anything was written
-
-
-def test_max_length_below_needs(mirror, tmp_path):
-    # MRPC pairs need [CLS] a [SEP] b [SEP]: 3 special tokens + 2 fields = 5
-    proc = cli("model=tiny_bert", "logger=none", "task=mrpc", "task.max_length=4", f"hydra.run.dir={tmp_path / 'r'}",
-               env={"HARNESS_DATA_DIR": str(mirror)})
-    _assert_one_line(proc, "task.max_length=4 is below what this run needs (5")
-    _assert_no_success(tmp_path / "r")
-
-
-def test_missing_data_dir(tmp_path):
-    proc = cli("model=tiny_bert", "logger=none", f"hydra.run.dir={tmp_path / 'r'}",
-               env={"HARNESS_DATA_DIR": str(tmp_path / "no_such_dir")})
-    _assert_one_line(proc, "is not a directory")
-    assert not (tmp_path / "r").exists()  # nothing left behind
-
-
-def test_split_missing_from_mirror(mirror, tmp_path):
-    proc = cli("model=tiny_bert", "logger=none", "task=qnli", f"hydra.run.dir={tmp_path / 'r'}",
-               env={"HARNESS_DATA_DIR": str(mirror)})
-    _assert_one_line(proc, "split 'train' is missing from the local mirror")
-
-
-def test_existing_success_is_not_overwritten(use_mirror, tmp_path):
-    run_tiny(tmp_path / "run")
-    before = (tmp_path / "run/result.json").read_bytes()
-    proc = cli("model=tiny_bert", "logger=none", f"hydra.run.dir={tmp_path / 'run'}",
-               env={"HARNESS_DATA_DIR": str(use_mirror)})
-    _assert_one_line(proc, "already holds a successful run")
-    assert (tmp_path / "run/result.json").read_bytes() == before
-
-
-# Cases where the CLI is not the point: the config-only checks, in-process (validate is what the CLI
-# and the sweeper run before anything is written), with the same one-line message and exit code.
-IN_PROCESS = [
     # keys that `+` / `++` add are checked against the schemas (dataclasses) again, recursively
     (["+method.rnak=4"], "unknown config key 'method.rnak'; valid keys here: kind, label"),
     (["+train.no_such_key=1"], "unknown config key 'train.no_such_key'; valid keys here: seed,"),
@@ -144,22 +106,67 @@ IN_PROCESS = [
 ]
 
 
-def _one_line_in_process(*overrides):
-    from conftest import compose
-    from harness.cli_errors import describe
-    from harness.config import validate
-    try:
-        validate(compose("model=tiny_bert", "logger=none", *overrides))
-    except Exception as exc:  # noqa: BLE001 - what the CLI would print for it
-        return describe(exc)
-    pytest.fail(f"{overrides} was accepted")
+def _assert_one_line(proc, fragment):
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert proc.returncode == 2, proc.stderr
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("harness: error: ") and fragment in lines[0], lines[0]
 
 
-@pytest.mark.parametrize("overrides,fragment", IN_PROCESS, ids=[" ".join(c[0]) for c in IN_PROCESS])
-def test_bad_config_is_one_line_in_process(overrides, fragment):
-    line, code = _one_line_in_process(*overrides)
-    assert code == 2, line
-    assert "\n" not in line and fragment in line, line
+def _assert_no_success(run_dir):
+    record = run_dir / "result.json"
+    assert not record.exists() or json.loads(record.read_text())["status"] != "success"
+
+
+@pytest.mark.parametrize("kind,overrides,fragment", CLI_SMOKE, ids=[c[0] for c in CLI_SMOKE])
+def test_bad_input_is_one_line_from_the_real_cli(kind, overrides, fragment, mirror, tmp_path):
+    run_dir = tmp_path / "run"
+    proc = cli("model=tiny_bert", "logger=none", *overrides, f"hydra.run.dir={run_dir}",
+               env={"HARNESS_DATA_DIR": str(mirror)})
+    _assert_one_line(proc, fragment)
+    _assert_no_success(run_dir)
+    assert not run_dir.exists()  # refused before anything was written
+
+
+@pytest.mark.parametrize("overrides,fragment", CASES, ids=[" ".join(c[0]) for c in CASES])
+def test_bad_input_is_one_line(overrides, fragment, mirror, tmp_path):
+    run_dir = tmp_path / "run"
+    proc = cli_in_process("model=tiny_bert", "logger=none", *overrides, f"hydra.run.dir={run_dir}",
+                          env={"HARNESS_DATA_DIR": str(mirror)})
+    _assert_one_line(proc, fragment)
+    _assert_no_success(run_dir)
+    assert not run_dir.exists()  # refused before anything was written
+
+
+def test_max_length_below_needs(mirror, tmp_path):
+    # MRPC pairs need [CLS] a [SEP] b [SEP]: 3 special tokens + 2 fields = 5
+    proc = cli_in_process("model=tiny_bert", "logger=none", "task=mrpc", "task.max_length=4",
+                          f"hydra.run.dir={tmp_path / 'r'}", env={"HARNESS_DATA_DIR": str(mirror)})
+    _assert_one_line(proc, "task.max_length=4 is below what this run needs (5")
+    _assert_no_success(tmp_path / "r")
+
+
+def test_missing_data_dir(tmp_path):
+    # the data class of error, through a real process (what a newcomer without a mirror meets first)
+    proc = cli("model=tiny_bert", "logger=none", f"hydra.run.dir={tmp_path / 'r'}",
+               env={"HARNESS_DATA_DIR": str(tmp_path / "no_such_dir")})
+    _assert_one_line(proc, "is not a directory")
+    assert not (tmp_path / "r").exists()  # nothing left behind
+
+
+def test_split_missing_from_mirror(mirror, tmp_path):
+    proc = cli_in_process("model=tiny_bert", "logger=none", "task=qnli", f"hydra.run.dir={tmp_path / 'r'}",
+                          env={"HARNESS_DATA_DIR": str(mirror)})
+    _assert_one_line(proc, "split 'train' is missing from the local mirror")
+
+
+def test_existing_success_is_not_overwritten(use_mirror, tmp_path):
+    run_tiny(tmp_path / "run")
+    before = (tmp_path / "run/result.json").read_bytes()
+    proc = cli_in_process("model=tiny_bert", "logger=none", f"hydra.run.dir={tmp_path / 'run'}",
+                          env={"HARNESS_DATA_DIR": str(use_mirror)})
+    _assert_one_line(proc, "already holds a successful run")
+    assert (tmp_path / "run/result.json").read_bytes() == before
 
 
 @pytest.mark.parametrize("overrides", [
@@ -181,8 +188,8 @@ def test_added_key_leaves_refused_run_dir_untouched(mirror, tmp_path):
     (run_dir / "result.json").write_text(json.dumps({"status": "failed", "run_id": "x"}))
     (run_dir / "note.txt").write_text("keep me")
     before = {p.name: p.read_bytes() for p in run_dir.iterdir()}
-    proc = cli("model=tiny_bert", "logger=none", "++train.warmup_step=4", f"hydra.run.dir={run_dir}",
-               env={"HARNESS_DATA_DIR": str(mirror)})
+    proc = cli_in_process("model=tiny_bert", "logger=none", "++train.warmup_step=4", f"hydra.run.dir={run_dir}",
+                          env={"HARNESS_DATA_DIR": str(mirror)})
     _assert_one_line(proc, "unknown config key 'train.warmup_step' (did you mean 'train.warmup_steps'?)")
     assert {p.name: p.read_bytes() for p in run_dir.iterdir()} == before
 

@@ -4,14 +4,13 @@ import json
 
 import pytest
 
-from conftest import REPO, cli
+from conftest import REPO
 
 
 @pytest.mark.timeout(400)
-def test_report_notebook_runs_on_the_smoke_sweep(use_mirror, tmp_path):
+def test_report_notebook_runs_on_the_smoke_sweep(use_mirror, smoke_sweep, tmp_path):
     import papermill
-    sweep_dir = tmp_path / "smoke"
-    run = cli("+sweep=smoke", f"hydra.sweep.dir={sweep_dir}", timeout=240)
+    sweep_dir, run = smoke_sweep  # the session's smoke sweep (conftest), read only
     assert run.returncode == 0, run.stderr[-2000:]
     out = tmp_path / "report.ipynb"
     papermill.execute_notebook(str(REPO / "notebooks" / "report.ipynb"), str(out), kernel_name="python3",

@@ -5,6 +5,7 @@ import json
 import os
 import shutil
 import subprocess
+import threading
 
 import pytest
 
@@ -37,14 +38,14 @@ def _records(sweep_dir):
     return {p.parent.name: json.loads(p.read_text()) for p in sweep_dir.glob("*/result.json")}
 
 
-def test_smoke_sweep_on_slurm_matches_the_basic_launcher(use_mirror, tmp_path):
+def test_smoke_sweep_on_slurm_matches_the_basic_launcher(use_mirror, smoke_sweep, tmp_path):
     on_slurm = cli("+sweep=smoke", *SLURM, f"hydra.sweep.dir={tmp_path / 'slurm'}", timeout=500)
     assert on_slurm.returncode == 0, on_slurm.stdout[-3000:] + on_slurm.stderr[-3000:]
     assert "8 succeeded" in on_slurm.stdout
-    basic = cli("+sweep=smoke", f"hydra.sweep.dir={tmp_path / 'basic'}", timeout=300)
+    basic_dir, basic = smoke_sweep  # the session's smoke sweep under the basic launcher (conftest)
     assert basic.returncode == 0, basic.stderr[-3000:]
 
-    slurm_records, basic_records = _records(tmp_path / "slurm"), _records(tmp_path / "basic")
+    slurm_records, basic_records = _records(tmp_path / "slurm"), _records(basic_dir)
     assert sorted(slurm_records) == sorted(basic_records) and len(slurm_records) == 8
     for job, rec in slurm_records.items():
         ref = basic_records[job]
@@ -56,17 +57,46 @@ def test_smoke_sweep_on_slurm_matches_the_basic_launcher(use_mirror, tmp_path):
     assert all(r["provenance"].get("slurm_job_id") for r in slurm_records.values())
 
 
+# Only the first attempt is slowed (1 s a step: it cannot finish inside its 1-minute limit), so the
+# requeued attempt finishes the run instead of being cut short again. SLURM_RESTART_COUNT is unset (or
+# 0) in the first attempt's batch script and counts the requeues after that.
+FIRST_ATTEMPT_SLOW = ('case "$SLURM_RESTART_COUNT" in ""|0) export HARNESS_FAULT=slow@1000;; esac')
+
+
+def _release_held(sweep_dir, stop):
+    """SLURM holds a requeued job about two minutes (pending, reason BeginTime) before it may start
+    again. On the test cluster that wait only costs time, so this test's own job (the ids under
+    sweep_dir/.submitit) is made eligible at once (`scontrol update StartTime=now`); the signal, the
+    checkpoint, the requeue and the resume are the real ones. Best effort: should the update be refused,
+    the job starts after the hold, only later."""
+    while not stop.wait(1):
+        for job_id in {d.name.split("_")[0] for d in (sweep_dir / ".submitit").glob("[0-9]*")}:
+            out = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%r"], capture_output=True, text=True)
+            if "BeginTime" in out.stdout.split():
+                subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"], capture_output=True)
+
+
 def test_job_hitting_its_time_limit_is_requeued_and_resumes(use_mirror, tmp_path):
     sweep_dir = tmp_path / "timeout"
-    # 200 steps slowed to 0.15 s each: USR2 arrives up to 30 s before the 1-minute limit (SLURM
-    # may send it earlier), the run checkpoints at the next step and submitit requeues it. SLURM
-    # holds a requeued job for about two minutes, so this test takes 3-6 minutes.
-    run = cli("-m", "model=tiny_bert", "method=lora", "logger=none", "train.progress=false",
-              "task.max_train_samples=64", "train.batch_size=8", "train.max_steps=200", "train.log_every=5",
-              "train.eval_every=100", "train.checkpoint_every=100", "train.num_threads=1",
-              "hydra/launcher=slurm", "hydra.launcher.timeout_min=1", "hydra.launcher.signal_delay_s=30",
-              "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=1", f"hydra.sweep.dir={sweep_dir}",
-              env={"HARNESS_FAULT": "slow@150"}, timeout=560)
+    # slurmctld checks time limits every 30 s and may send the --signal up to 60 s early: with a 1-minute
+    # limit, signal_delay_s=30 signalled each attempt 5-30 s after its start, often before it had trained,
+    # so the run took 3-4 attempts; signal_delay_s=1 signals it about 30-60 s in (seen 32-58 s). The slowed
+    # first attempt checkpoints at the next step and submitit requeues it; the second resumes from that
+    # step and (unslowed) finishes. Should it be signalled too, it is requeued and resumed once more.
+    stop = threading.Event()
+    releaser = threading.Thread(target=_release_held, args=(sweep_dir, stop), daemon=True)
+    releaser.start()
+    try:
+        run = cli("-m", "model=tiny_bert", "method=lora", "logger=none", "train.progress=false",
+                  "task.max_train_samples=64", "train.batch_size=8", "train.max_steps=200", "train.log_every=5",
+                  "train.eval_every=100", "train.checkpoint_every=100", "train.num_threads=1",
+                  "hydra/launcher=slurm", "hydra.launcher.timeout_min=1", "hydra.launcher.signal_delay_s=1",
+                  "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=1",
+                  f"hydra.launcher.setup=['export PYTHONUNBUFFERED=1','{FIRST_ATTEMPT_SLOW}']",
+                  f"hydra.sweep.dir={sweep_dir}", timeout=560)
+    finally:
+        stop.set()
+        releaser.join()
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     (record,) = _records(sweep_dir).values()
     assert record["status"] == "success"
