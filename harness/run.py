@@ -173,14 +173,36 @@ def apply_method(cfg, built, total: int, device: str):
     return model, method, (head_train, head_frozen)
 
 
+def initialise_from_data(method, model, loader, runtime) -> list:
+    """The data-driven initialiser a method declares (`data_init`: EVA, LoRA-GA), run once before
+    the optimizer exists on the run's own first training batches (epoch 0 from its start: what
+    training then sees, so no data beyond the train split), on the run's device. Returns the
+    sentinel's flags: an initialiser that changed no trainable parameter did not run."""
+    if not method.data_init:
+        return []
+    from harness import sentinels
+    before = sentinels.trainable(model)
+    method.initialise_from_data(model, (runtime.to_device(batch) for _, _, batch in loader.iterate(0, 0)))
+    return sentinels.data_init_flags(before, model)
+
+
+def _raise_flags(record, flags) -> None:
+    """Sentinel and method flags into the record, each said once on the console."""
+    from harness.sentinels import WHY
+    for flag in flags:
+        print(f"[harness] warning: flagged {flag}" + (f" ({WHY[flag]})" if flag in WHY else ""))
+    record.data["flags"].extend(flags)
+
+
 def _execute(cfg, record, tracker, method_cls, data_source, hub, run_dir):
     import inspect
 
     from harness import data as data_mod
-    from harness import models, params, provenance, train
+    from harness import models, params, provenance, sentinels, train
     from harness.checkpoint import Checkpointer
     from harness.evaluation import PROTOCOLS, Evaluator
     from harness.faults import Injector
+    from harness.methods.dims import ModelDims
     from harness.runtime import setup_runtime
 
     runtime = setup_runtime(cfg.train)
@@ -191,7 +213,11 @@ def _execute(cfg, record, tracker, method_cls, data_source, hub, run_dir):
     task_data = data_mod.prepare(cfg, built.tokenizer, model_inputs)
     total = train.count_total_steps(cfg.train, len(task_data.train))
     lr = effective_lr(cfg)
+    loader = data_mod.train_batches(task_data, cfg.train)
+    dims = ModelDims.of(built.model, built.classifier + built.pooler)  # before a method wraps its linears
+    base_weights = sentinels.BaseWeights(built.model)
     model, method, (head_train, head_frozen) = apply_method(cfg, built, total, runtime.device)
+    _raise_flags(record, initialise_from_data(method, model, loader, runtime) + base_weights.flags(method))
     fp32_modules = runtime.keep_fp32(model, built.classifier)
 
     inferred.update(built.inferred)
@@ -211,6 +237,9 @@ def _execute(cfg, record, tracker, method_cls, data_source, hub, run_dir):
                      for k, v in method.inferred.items()})
     _print_inferred(inferred)
     param_counts = params.param_report(model, built.classifier + built.pooler, built.base_total, method)
+    source, count_flags = sentinels.count_source(method, cfg.method, dims, param_counts["adapter"])
+    param_counts.update(source)
+    _raise_flags(record, count_flags)
     print(f"[harness] params: {param_counts}")
     record.update(inferred=inferred, params=param_counts,
                   provenance={**provenance.collect(runtime.device), "weights": built.weights,
@@ -222,14 +251,15 @@ def _execute(cfg, record, tracker, method_cls, data_source, hub, run_dir):
 
     protocol = PROTOCOLS.get(cfg.eval.protocol)(cfg.task.report_metric, cfg.eval.split_seed)
     evaluator = Evaluator(cfg.task, task_data.eval_sets, protocol, runtime)
-    loader = data_mod.train_batches(task_data, cfg.train)
     checkpointer = Checkpointer(run_dir, record.data["run_id"], cfg.train.checkpoint_every)
+    head_weights = sentinels.HeadWeights(model, head_train)
     started = time.perf_counter()
     result = train.train(model, method, loader, evaluator, tracker, runtime, cfg.train, total, lr,
                          regression=cfg.task.label_type == "regression", checkpointer=checkpointer,
                          faults=Injector(_run_name(cfg)))
     reported, evaluation = evaluator.result()
     _finish_method(cfg, record, method, model, run_dir, result, built.classifier + built.pooler, built.base_total)
+    _raise_flags(record, head_weights.flags())
     base = evaluator.baseline(task_data.train["labels"], cfg.train.seed)
     if base["at_baseline"]:
         record.data["flags"].append("at_baseline")
@@ -281,7 +311,8 @@ def _finish_method(cfg, record, method, model, run_dir: Path, result, head_modul
     flags = list(report.pop("flags", []))
     counts = params.param_report(model, head_modules, base_total, method)
     counts["stored"] = stored
-    record.update(params=counts, method_report=report, flags=flags)
+    record.update(params={**record.data["params"], **counts}, method_report=report)  # count_source stays
+    _raise_flags(record, flags)
     if result.rank_history:
         record.update(ranks={"initial_total": result.rank_history[0]["total"],
                              "final_total": result.rank_history[-1]["total"],

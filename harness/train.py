@@ -50,20 +50,24 @@ def count_warmup_steps(tcfg, total: int) -> int:
     return warmup
 
 
-def build_optimizer(model, tcfg, lr: float):
-    decay, no_decay = [], []
+def build_optimizer(model, tcfg, lr: float, method=None):
+    """AdamW over the trainable parameters, one group per (weight decay, LR): the method's
+    `lr_scale` hook may give some parameters a multiple of the run's LR (LoRA+'s B matrices).
+    Groups at the run's LR come first, so the logged train/lr is the run's."""
+    groups = {}  # (LR scale != 1, no decay, scale) -> params, in model order within a group
     for name, p in model.named_parameters():
         if p.requires_grad:
             # No decay on biases and norms, nor on the unconstrained tensor behind a parametrization:
             # torch's orthogonal (Householder) map multiplies by int(diag(original)), so decaying it
             # below 1 silently zeroes LoReFT's R.
             plain_matrix = p.ndim >= 2 and ".parametrizations." not in name
-            (decay if plain_matrix else no_decay).append(p)
-    if not decay and not no_decay:
+            scale = 1.0 if method is None else float(method.lr_scale(name))
+            groups.setdefault((scale != 1.0, not plain_matrix, scale), []).append(p)
+    if not groups:
         raise HarnessError("the method left no trainable parameter")
-    groups = [{"params": decay, "weight_decay": tcfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW([g for g in groups if g["params"]], lr=lr,
-                             betas=(tcfg.adam_beta1, tcfg.adam_beta2), eps=tcfg.adam_eps)
+    param_groups = [{"params": ps, "weight_decay": 0.0 if no_decay else tcfg.weight_decay, "lr": lr * scale}
+                    for (_, no_decay, scale), ps in sorted(groups.items(), key=lambda g: g[0])]
+    return torch.optim.AdamW(param_groups, lr=lr, betas=(tcfg.adam_beta1, tcfg.adam_beta2), eps=tcfg.adam_eps)
 
 
 def build_scheduler(optimizer, tcfg, total: int, warmup: int):
@@ -112,7 +116,7 @@ def train(model, method, loader, evaluator, tracker, runtime, tcfg, total: int, 
         loader = data.FixedBatches(loader)
     faults = faults or Injector("", spec="")
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = build_optimizer(model, tcfg, lr)
+    optimizer = build_optimizer(model, tcfg, lr, method)
     scheduler = build_scheduler(optimizer, tcfg, total, count_warmup_steps(tcfg, total))
     state = LoopState()
     if checkpointer is not None and checkpointer.dir.is_dir():

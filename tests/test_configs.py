@@ -1,5 +1,6 @@
 """Every config in conf/ composes and validates; the schema rejects unknown keys and wrong types."""
 
+import functools
 import shutil
 
 import pytest
@@ -22,6 +23,12 @@ def group_configs():
     return [(str(p.parent), p.stem) for p in found]
 
 
+@functools.lru_cache(maxsize=None)
+def _composed(group, name):
+    """`{group}={name}` composed once per module (several tests read every method config; none changes it)."""
+    return compose(f"{group}={name}")
+
+
 def test_config_count_is_asserted():
     counts = {}
     for group, _ in group_configs():
@@ -31,13 +38,13 @@ def test_config_count_is_asserted():
 
 def test_every_registered_method_kind_has_a_config():
     from harness.methods import METHODS
-    kinds = {compose(f"method={name}").method.kind for group, name in group_configs() if group == "method"}
+    kinds = {_composed("method", name).method.kind for group, name in group_configs() if group == "method"}
     assert kinds == set(METHODS.names())
 
 
 @pytest.mark.parametrize("group,name", group_configs())
 def test_every_config_composes_and_validates(group, name):
-    cfg = compose(f"{group}={name}")
+    cfg = _composed(group, name)
     node = cfg[group]
     schema = OmegaConf.get_type(node)
     assert schema is not None and schema is not dict, f"{group}/{name} does not extend its schema"
@@ -57,7 +64,7 @@ def _continues_a_run(cfg) -> bool:
 def test_method_nodes_are_typed_by_their_kind():
     from harness.methods import METHODS
     for name in [n for g, n in group_configs() if g == "method"]:
-        cfg = compose(f"method={name}")
+        cfg = _composed("method", name)
         assert OmegaConf.get_type(cfg.method) is METHODS.get(cfg.method.kind).config_class
 
 

@@ -1,7 +1,10 @@
 """Contract tests over the whole method registry: every YAML in conf/method passes the same checks
-on a tiny model, and its parameter report equals the closed form its method declares. Method
-lists come from the registry and conf/method, and what differs between methods comes from their
-declarations (harness.methods.base), never from their names."""
+on a tiny model (frozen base, identity at init as declared, data initialiser effective, loss falls,
+save/reload, decoder or up-front refusal, a full run without sentinel flags), and its parameter
+report equals the closed form its method declares (or, with none, its library's own count). Each
+sentinel of harness/sentinels.py is proved by breaking its hook on purpose. Method lists come from
+the registry and conf/method, and what differs between methods comes from their declarations
+(harness.methods.base), never from their names."""
 
 import copy
 import functools
@@ -15,13 +18,15 @@ import torch
 from conftest import CONF, compose
 from harness import models, params, train
 from harness.config import effective_lr
+from harness.data import FixedBatches
 from harness.errors import HarnessError
 from harness.evaluation import NoEvaluation
 from harness.methods import METHODS, discover
 from harness.methods.dims import ModelDims
 from harness.preflight import model_info
-from harness.run import apply_method
+from harness.run import apply_method, initialise_from_data
 from harness.runtime import setup_runtime
+from harness.sentinels import WHY
 from harness.tracking import Tracker
 
 METHOD_YAMLS = sorted(p.stem for p in (CONF / "method").glob("*.yaml"))
@@ -141,22 +146,32 @@ class _Recorder:
         pass
 
 
+def _logits(model, batch):
+    model.eval()
+    with torch.no_grad():
+        return model(**{k: v for k, v in batch.items() if k != "labels"}).logits
+
+
 def _train(name, model_name="tiny_bert"):
-    """Apply the method and train STEPS steps on one fixed batch; what the checks below look at."""
+    """Apply the method (and its data initialiser, on the fixed batch, as a run does on its first
+    batches) and train STEPS steps on one fixed batch; what the checks below look at."""
     cfg = _cfg(name, model_name)
     runtime = setup_runtime(cfg.train)
     built = models.build(cfg)
+    batch = _batch(built.tokenizer, cfg.model.arch)
     base_state = copy.deepcopy(built.model.state_dict())
+    base_logits = _logits(built.model, batch)
     model, method, _ = apply_method(cfg, built, STEPS, runtime.device)
+    init_flags = initialise_from_data(method, model, FixedBatches([batch]), runtime)
+    init_logits = _logits(model, batch)
     frozen_after_apply = {n: p.detach().clone() for n, p in model.named_parameters() if not p.requires_grad}
     before = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
     recorder = _Recorder()
-    batch = _batch(built.tokenizer, cfg.model.arch)
     train.train(model, method, [batch] * STEPS, NoEvaluation(), Tracker([recorder]), runtime, cfg.train,
                 STEPS, effective_lr(cfg), regression=False)
     return SimpleNamespace(name=name, cfg=cfg, built=built, base_state=base_state, model=model, method=method,
                            frozen_after_apply=frozen_after_apply, before=before, losses=recorder.losses,
-                           batch=batch)
+                           batch=batch, base_logits=base_logits, init_logits=init_logits, init_flags=init_flags)
 
 
 @pytest.fixture(scope="module", params=METHOD_YAMLS)
@@ -175,7 +190,7 @@ def test_base_frozen_and_unchanged(trained):
     head = t.built.classifier + t.built.pooler
     rewritten = []
     for n, p in t.model.named_parameters():
-        rel = n.removeprefix("base_model.model.")
+        rel = n.removeprefix("base_model.model.").replace(".base_layer.", ".")  # peft wraps adapted linears
         if rel in t.base_state and not params.is_head(n, head) and not declared.trains_base_parameter(rel):
             assert not p.requires_grad, n
             assert torch.equal(p.detach(), t.frozen_after_apply[n]), f"{t.name}: training moved frozen {rel}"
@@ -185,6 +200,20 @@ def test_base_frozen_and_unchanged(trained):
         assert rewritten, f"{t.name} declares rewrites_base_weights but left every base weight as loaded"
     else:
         assert not rewritten, f"{t.name}: base weight {rewritten[0]} changed"
+
+
+def test_identity_at_init_is_as_declared(trained):
+    """A method that declares identity_at_init computes exactly the base model's logits once applied
+    (and data-initialised); one that declares otherwise does not (rounding counts: PiSSA's residual)."""
+    t = trained
+    same = torch.equal(t.init_logits, t.base_logits)
+    gap = float((t.init_logits - t.base_logits).abs().max())
+    assert same == type(t.method).identity_at_init, f"{t.name}: identity_at_init is declared" \
+        f" {type(t.method).identity_at_init} but the logits at init differ from the base's by {gap:.2e}"
+
+
+def test_a_declared_data_initialiser_changes_the_adapter(trained):
+    assert trained.init_flags == [], f"{trained.name}: {trained.init_flags}"
 
 
 def test_adapter_parameters_change(trained):
@@ -222,16 +251,20 @@ def test_save_and_reload_reproduce_logits(trained, tmp_path):
 
 def test_param_report_equals_closed_form(trained):
     """The trainable adapter count after apply equals the method's declared closed form, computed
-    from the fresh model's shapes and from its meta-device copy alike (what a budget solver sees)."""
+    from the fresh model's shapes and from its meta-device copy alike (what a budget solver sees).
+    A method that declares none (EVA's data-chosen ranks) is held to its library's own count."""
     t = trained
     declared = type(t.method)
     fresh = models.build(t.cfg)
     head = t.built.classifier + t.built.pooler
     report = params.param_report(t.model, head, t.built.base_total, t.method)
     expected = declared.adapter_param_count(t.cfg.method, ModelDims.of(fresh.model, head))
-    assert expected is not None, f"{t.name}: no closed form declared; say how its count is checked"
+    if expected is None:
+        assert declared.library == "peft", f"{t.name}: no closed form and no library count to hold it to"
+        expected = t.model.get_nb_trainable_parameters()[0] - report["head"]
+    else:
+        assert declared.adapter_param_count(t.cfg.method, model_info(t.cfg).dims()) == expected, t.name
     assert report["adapter"] == expected, t.name
-    assert declared.adapter_param_count(t.cfg.method, model_info(t.cfg).dims()) == expected, t.name
     head_params = sum(p.numel() for n, p in fresh.model.named_parameters() if params.is_head(n, t.built.classifier))
     assert report["head"] == head_params == 66  # tiny_bert classifier 32x2+2; pooler frozen by default
     assert report["base_total"] == t.built.base_total
@@ -263,3 +296,56 @@ def test_every_method_runs_a_regression_task(name, use_mirror, tmp_path):
     record = run_tiny(tmp_path / "run", f"method={name}", "task=stsb", "train.max_steps=6", *SHORT.get(name, []),
                       *_source_overrides(name, "tiny_bert"))
     assert record["status"] == "success" and set(record["metrics"]) == {"pearson", "spearman"}
+    assert not set(record["flags"]) & set(WHY), f"{name}: sentinels raised {record['flags']}"
+    cfg = _cfg(name)
+    closed_form = _method_class(name).adapter_param_count(cfg.method, model_info(cfg).dims())
+    assert record["params"]["count_source"] == ("closed_form" if closed_form is not None
+                                                else _method_class(name).library), name
+
+
+# -- sentinels: a hook removed or broken on purpose is flagged in the run's record ------------------
+# Methods are picked by what they declare (the registry), never by name.
+
+def _yaml_of(kind: str) -> str:
+    return next(m for m in METHOD_YAMLS if _method_class(m).kind == kind)
+
+
+def _default_method():
+    """The primary config's method (a plain adapter that declares nothing special)."""
+    return METHODS.get(compose().method.kind)
+
+
+def _short_run(tmp_path, name):
+    from conftest import run_tiny
+    return run_tiny(tmp_path / "run", f"method={name}", "train.max_steps=3", "train.eval_every=3")
+
+
+@pytest.mark.parametrize("kind", sorted(k for k in METHODS.names() if METHODS.get(k).data_init))
+def test_a_data_initialiser_removed_on_purpose_is_flagged(kind, use_mirror, tmp_path, monkeypatch):
+    from harness.methods.base import Method
+    monkeypatch.setattr(METHODS.get(kind), "initialise_from_data", Method.initialise_from_data)
+    assert "data_init_did_nothing" in _short_run(tmp_path, _yaml_of(kind))["flags"]
+
+
+def test_a_base_rewrite_the_method_does_not_declare_is_flagged(use_mirror, tmp_path, monkeypatch):
+    kind = next(k for k in METHODS.names() if METHODS.get(k).rewrites_base_weights)
+    monkeypatch.setattr(METHODS.get(kind), "rewrites_base_weights", False)
+    assert "base_weights_rewritten" in _short_run(tmp_path, _yaml_of(kind))["flags"]
+
+
+def test_a_declared_base_rewrite_that_rewrites_nothing_is_flagged(use_mirror, tmp_path, monkeypatch):
+    monkeypatch.setattr(_default_method(), "rewrites_base_weights", True)
+    assert "base_weights_not_rewritten" in _short_run(tmp_path, _yaml_of(_default_method().kind))["flags"]
+
+
+def test_a_head_no_optimizer_step_moves_is_flagged(use_mirror, tmp_path, monkeypatch):
+    """A parameter-group hook that gives the head LR 0 (tiny BERT's head is `classifier`)."""
+    monkeypatch.setattr(_default_method(), "lr_scale", lambda self, name: 0.0 if "classifier" in name else 1.0)
+    assert "head_never_trained" in _short_run(tmp_path, _yaml_of(_default_method().kind))["flags"]
+
+
+def test_an_adapter_count_off_its_closed_form_is_flagged(use_mirror, tmp_path, monkeypatch):
+    cls = _default_method()
+    closed_form = cls.adapter_param_count
+    monkeypatch.setattr(cls, "adapter_param_count", classmethod(lambda c, mcfg, dims: closed_form(mcfg, dims) + 1))
+    assert "adapter_count_differs_from_closed_form" in _short_run(tmp_path, _yaml_of(cls.kind))["flags"]

@@ -8,7 +8,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import CONF, cli, compose
+from conftest import CONF, cli_in_process, compose
 from harness import data, preflight as pf_mod
 from harness.config import validate
 from harness.errors import HarnessError
@@ -247,6 +247,8 @@ def test_data_scan_is_cached_per_file(odd_mirror, monkeypatch):
 
 
 # -- the CLI: one line, exit 2, nothing launched ---------------------------------------------------
+# Through the CLI's entry point in this process (conftest.cli_in_process). A real process per class of
+# error (a sweep's up-front check, model preflight, missing data) is in tests/test_bad_input.py.
 
 def _one_line(proc):
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
@@ -256,7 +258,7 @@ def _one_line(proc):
 
 def test_sweep_refuses_every_job_before_launching_any(use_mirror, tmp_path):
     sweep_dir = tmp_path / "smoke"
-    line = _one_line(cli("+sweep=smoke", "task.max_length=2", f"hydra.sweep.dir={sweep_dir}"))
+    line = _one_line(cli_in_process("+sweep=smoke", "task.max_length=2", f"hydra.sweep.dir={sweep_dir}"))
     assert "sweep job 0 (" in line and "task.max_length=2 is below what this run needs" in line
     assert not sweep_dir.exists()
 
@@ -264,7 +266,8 @@ def test_sweep_refuses_every_job_before_launching_any(use_mirror, tmp_path):
 def test_sweep_checks_later_jobs_against_the_model(use_mirror, tmp_path):
     """Only a later job is bad (LoRA r=64 on the 32-wide tiny model): still nothing is launched."""
     sweep_dir = tmp_path / "smoke"
-    line = _one_line(cli("+sweep=smoke", "hydra.sweeper.values.lora_ranks=[2,64]", f"hydra.sweep.dir={sweep_dir}"))
+    line = _one_line(cli_in_process("+sweep=smoke", "hydra.sweeper.values.lora_ranks=[2,64]",
+                                    f"hydra.sweep.dir={sweep_dir}"))
     assert "method.r=64 exceeds the smallest in/out width" in line and "sweep job 0 (" not in line
     assert not sweep_dir.exists()
 
@@ -272,7 +275,7 @@ def test_sweep_checks_later_jobs_against_the_model(use_mirror, tmp_path):
 def test_corrupt_parquet_is_one_line_on_the_cli(odd_mirror, tmp_path):
     path = odd_mirror.root / "glue/sst2/train.parquet"
     path.write_bytes(b"garbage" * 10)
-    line = _one_line(cli("model=tiny_bert", "logger=none", f"hydra.run.dir={tmp_path / 'run'}",
-                         env={"HARNESS_DATA_DIR": str(odd_mirror.root)}))
+    line = _one_line(cli_in_process("model=tiny_bert", "logger=none", f"hydra.run.dir={tmp_path / 'run'}",
+                                    env={"HARNESS_DATA_DIR": str(odd_mirror.root)}))
     assert f"cannot read {path}" in line and "offline" not in line
     assert not (tmp_path / "run").exists()

@@ -11,7 +11,7 @@ RESULT_KEYS = {"schema_version", "status", "error", "run_id", "labels", "seed", 
                "provenance", "config", "data", "ranks", "method_report", "flags", "attempts", "config_id", "baseline",
                "execution", "wandb_id"}
 PARAM_KEYS = {"adapter", "head", "trainable", "base_total", "stored", "nonzero", "adapter_pct_of_base",
-              "trainable_pct_of_base"}
+              "trainable_pct_of_base", "count_source"}
 COST_KEYS = {"train_seconds", "eval_seconds", "wall_seconds", "steps", "step_seconds_median", "tokens_per_second",
              "train_tokens", "padded_tokens", "padded_per_real_token", "peak_memory_mb", "peak_memory_kind"}
 INFERRED_KEYS = {"hub", "data", "device", "precision", "cpu_threads", "pad_token", "lr", "total_steps", "head"}
@@ -31,7 +31,7 @@ def test_tiny_run_writes_complete_record(use_mirror, tmp_path):
     assert on_disk["status"] == "success" and on_disk["error"] is None
     assert len(on_disk["run_id"]) == 16
     assert set(on_disk["metrics"]) == {"accuracy"} and 0 <= on_disk["metrics"]["accuracy"] <= 1
-    assert set(on_disk["params"]) == PARAM_KEYS
+    assert set(on_disk["params"]) == PARAM_KEYS and on_disk["params"]["count_source"] == "closed_form"
     assert set(on_disk["cost"]) == COST_KEYS and on_disk["cost"]["tokens_per_second"] > 0
     assert INFERRED_KEYS <= set(on_disk["inferred"]) and "target_modules" in on_disk["inferred"]
     assert on_disk["labels"] == {"task": "sst2", "task_version": "1", "model": "tiny_bert", "model_version": "1",

@@ -1,14 +1,17 @@
 """Named sweeps: each expands to its asserted job count, runs under the basic launcher, skips what
 succeeded, resumes what was killed, and records failures without stopping."""
 
+import copy
+import functools
 import json
 import os
 import signal
 from pathlib import Path
 
 import pytest
+from omegaconf import open_dict
 
-from conftest import CONF, cli, compose
+from conftest import CONF, cli, cli_in_process, compose
 from harness.config import method_preset, validate
 from harness.methods import METHODS
 from harness.methods.adalora import schedule
@@ -59,17 +62,29 @@ def test_learning_rates_interpolate_the_method_anchor():
 METHOD_YAMLS = sorted(p.stem for p in (CONF / "method").glob("*.yaml"))
 
 
+@functools.lru_cache(maxsize=None)
+def _method_node(method):
+    return compose(f"method={method}").method
+
+
 @pytest.mark.parametrize("name", sorted(EXPECTED_JOBS))
 def test_every_sweep_accepts_every_method(name):
     """Method defaults fit every sweep's budget: `+sweep=NAME method=M` validates for every M (each
     job of the sweep with its method replaced). A method that continues a finished run (LoRI-S:
-    a LoRI-D run) is checked when it runs."""
+    a LoRI-D run) is checked when it runs. Each job is composed once and given each method's node
+    (composed once): the same config as composing the job with `method=M`, since neither a sweep
+    nor its profile sets method keys (the job's own method overrides are dropped), at one
+    composition per job and per method instead of one per pair."""
     jobs = _jobs(name)
-    for method in METHOD_YAMLS:
-        if METHODS.get(method_preset(method)["kind"]).source_run_kind:
-            continue
-        for job in jobs[:3]:
-            cfg = compose(*[o for o in job if not o.startswith(("method", "+method"))], f"method={method}")
+    # the first 3 jobs without their method overrides; identical ones compose to the same config
+    for job in dict.fromkeys(tuple(o for o in job if not o.startswith(("method", "+method"))) for job in jobs[:3]):
+        composed = compose(*job)
+        for method in METHOD_YAMLS:
+            if METHODS.get(method_preset(method)["kind"]).source_run_kind:
+                continue
+            cfg = copy.deepcopy(composed)
+            with open_dict(cfg):
+                cfg.method = _method_node(method)
             validate(cfg)
 
 
@@ -82,9 +97,8 @@ def _smoke(sweep_dir, *extra, env=None, timeout=240):
     return cli("+sweep=smoke", f"hydra.sweep.dir={sweep_dir}", *extra, env=env, timeout=timeout)
 
 
-def test_smoke_sweep_runs_then_skips_everything(use_mirror, tmp_path):
-    sweep_dir = tmp_path / "smoke"
-    first = _smoke(sweep_dir)
+def test_smoke_sweep_runs_then_skips_everything(use_mirror, smoke_sweep):
+    sweep_dir, first = smoke_sweep  # the session's smoke sweep (conftest): a real `+sweep=smoke` process
     assert first.returncode == 0, first.stderr[-2000:]
     records = _records(sweep_dir)
     assert len(records) == 8 and all(r["status"] == "success" for r in records.values())
@@ -149,8 +163,10 @@ def test_failures_are_recorded_and_the_sweep_goes_on(use_mirror, tmp_path):
 
 
 def test_bad_value_in_a_grid_stops_before_anything_runs(use_mirror, tmp_path):
+    # the CLI's entry point in this process (a sweep's up-front check in a real process:
+    # tests/test_bad_input.py::test_sweep_refuses_an_added_key_up_front)
     sweep_dir = tmp_path / "smoke"
-    run = _smoke(sweep_dir, "hydra.sweeper.values.lora_ranks=[2,0]")
+    run = cli_in_process("+sweep=smoke", f"hydra.sweep.dir={sweep_dir}", "hydra.sweeper.values.lora_ranks=[2,0]")
     assert run.returncode == 2
     lines = run.stderr.strip().splitlines()
     assert len(lines) == 1 and "method.r must be >= 1 (got 0)" in lines[0] and "sweep job" in lines[0]

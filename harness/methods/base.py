@@ -58,8 +58,15 @@ class Method:
     is_full_finetuning: bool = False  # trains the whole body: the reference of paired comparisons and LR ratios
     rank_adaptive: bool = False  # per-module ranks change while it trains (rank figures)
     rewrites_base_weights: bool = False  # apply() changes frozen base weights (PiSSA/OLoRA residual init)
-    data_init: Optional[str] = None  # data-driven initialiser apply needs (EVA, LoRA-GA); None: none
+    data_init: Optional[str] = None  # what `initialise_from_data` computes (EVA, LoRA-GA); None: no such step
+    # Until it trains, the adapted model computes exactly the base model's outputs, bit for bit: the
+    # adapter adds an exact zero (B = 0, R = I, scales of 1). False: its initialisation changes them,
+    # either for real (ReFT's projections, FourierFT's random spectrum) or by float rounding alone
+    # (PiSSA, OLoRA, LoRA-GA: W is split into a residual plus a non-zero B0·A0 and summed again).
+    # The contract tests hold every method to its word either way.
+    identity_at_init: bool = True
     source_run_kind: Optional[str] = None  # kind of the finished run it continues (method.source_run)
+    library: str = "harness"  # who builds the adapter; its count stands where there is no closed form
 
     @classmethod
     def adapter_param_count(cls, mcfg, dims) -> Optional[int]:
@@ -118,6 +125,17 @@ class Method:
         raise NotImplementedError
 
     # -- optional hooks (no-ops by default) ----------------------------------------------------
+    def initialise_from_data(self, model, batches) -> None:
+        """For a method that declares `data_init`: initialise the applied adapter from training
+        batches (an endless iterator over the run's own training order, on the run's device; take
+        what you need). Called once, after apply() and before the optimizer exists. A run whose
+        call changes no trainable parameter is flagged `data_init_did_nothing`."""
+
+    def lr_scale(self, name: str) -> float:
+        """The run's LR times this for trainable parameter `name` (LoRA+: its B matrices).
+        Default 1: one LR for every parameter."""
+        return 1.0
+
     def on_optimizer_step(self, step: int, model) -> None:
         """After optimizer.step(), before zero_grad(): gradients are still there."""
 

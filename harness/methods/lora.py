@@ -1,4 +1,6 @@
-"""LoRA through peft (DoRA is the config-only variant `use_dora: true`)."""
+"""LoRA through peft's bridge (DoRA is the config-only variant `use_dora: true`). Its LoRA-shaped
+relatives (PiSSA, OLoRA, LoRA-GA, EVA, LoRA+, LoRI) subclass it and add their initialisation or
+optimizer hook to `peft_kwargs`."""
 
 import math
 from dataclasses import dataclass
@@ -6,7 +8,7 @@ from dataclasses import dataclass
 from harness.errors import HarnessError
 from harness.methods import register
 from harness.methods.base import ApplyContext, Knob, MethodConfig, check_dropout, check_rank
-from harness.methods.peft_base import PeftMethod
+from harness.methods.peft_bridge import PeftBridge
 from harness.methods.targets import check_rank_fits
 
 
@@ -38,10 +40,11 @@ def lora_param_count(r: int, dims, target_modules: str, dora: bool = False) -> i
 
 
 @register
-class Lora(PeftMethod):
+class Lora(PeftBridge):
     kind = "lora"
     config_class = LoraMethodConfig
     display_knobs = LORA_KNOBS
+    peft_config_name = "LoraConfig"
 
     @classmethod
     def adapter_param_count(cls, mcfg, dims) -> int:
@@ -65,12 +68,12 @@ class Lora(PeftMethod):
         c = self.cfg
         return {"lora_scale": c.alpha / (math.sqrt(c.r) if c.rslora else c.r)}
 
-    def peft_config(self, targets, ctx: ApplyContext):
-        from peft import LoraConfig
+    def peft_kwargs(self, ctx: ApplyContext) -> dict:
+        """LoraConfig keywords of the LoRA knobs, named explicitly: LoRI-S reads them from its
+        source run, not from its own config class."""
         c = self.cfg
-        return LoraConfig(r=c.r, lora_alpha=c.alpha, lora_dropout=c.dropout, use_rslora=c.rslora,
-                          use_dora=c.use_dora, target_modules=targets,
-                          **self.head_kwargs(ctx))
+        return {"r": c.r, "lora_alpha": c.alpha, "lora_dropout": c.dropout, "use_rslora": c.rslora,
+                "use_dora": c.use_dora}
 
     def rank_snapshot(self, model):
         return {name: self.cfg.r for name in self.inferred.get("target_modules", [])}

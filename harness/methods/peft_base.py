@@ -11,10 +11,17 @@ from harness.methods.targets import resolve_targets
 
 
 class PeftMethod(Method):
+    library = "peft"
+
     @classmethod
     def check_against_model(cls, mcfg, model) -> None:
         """The target modules must match some linear layer of the model (resolved on its meta copy)."""
         model.targets(mcfg.target_modules)
+
+    def resolve(self, model):
+        """Explicit names of the modules this config adapts on `model` (default: the linears that
+        method.target_modules selects)."""
+        return resolve_targets(model, self.cfg.target_modules)
 
     def peft_config(self, targets, ctx: ApplyContext):
         """The peft config for these explicit target module names."""
@@ -26,7 +33,7 @@ class PeftMethod(Method):
 
     def apply(self, model, ctx: ApplyContext):
         from peft import get_peft_model
-        targets = resolve_targets(model, self.cfg.target_modules)
+        targets = self.resolve(model)
         self.inferred.update(target_modules=targets, n_target_modules=len(targets))
         self.inferred.update(self.describe(model, targets))
         peft_model = get_peft_model(model, self.peft_config(targets, ctx))

@@ -114,6 +114,8 @@ def _install_fixes() -> None:
 class Reft(Method):
     kind = "reft"
     config_class = ReftMethodConfig
+    library = "adapters"
+    identity_at_init = False  # h + R^T(W h + b - R h) with random R, W, b: outputs change at init
     display_knobs = (Knob("r", "r{}"), Knob(("prefix_positions", "suffix_positions"), "p{}+s{}"),
                      Knob("variant", quiet=True), Knob("layers", "layers={}", quiet=True),
                      Knob("tied_weights", "tied", quiet=True), Knob("dropout", "drop{:g}", quiet=True))
