@@ -81,9 +81,10 @@ class TrainConfig:
     head: str = "classifier"
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     precision: str = "auto"  # auto | fp32 | bf16 (bf16 = autocast; weights stay fp32)
-    # random: slices of a shuffled epoch | length_grouped: rows of similar length share a batch
-    # (shuffled mega-batches of group_batches x batch_size rows, each sorted by length; docs/throughput.md)
-    batching: str = "random"
+    # length_grouped: rows of similar length share a batch (shuffled mega-batches of group_batches x
+    # batch_size rows, each sorted by length): 1.07 padded tokens per real one on SST-2 instead of 3.1,
+    # 2.8x the tokens/s on CPU | random: slices of a shuffled epoch (docs/throughput.md)
+    batching: str = "length_grouped"
     group_batches: int = 50
     pad_to_multiple_of: Optional[int] = None  # batch length rounded up to this (null: the longest row)
     num_threads: Optional[int] = None  # torch CPU threads; None = torch's default

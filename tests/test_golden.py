@@ -42,6 +42,8 @@ RUN = ("logger=none", "train.progress=false", "train.seed=42", "train.batch_size
        # fp32: `auto` picks bf16 autocast on CPUs with native bf16 only, and bf16 kernels (AVX512-BF16,
        # AMX) round differently, so a bf16 golden file would hold on one CPU family alone
        "train.precision=fp32",
+       # the batches the golden file was made with (length-grouped batching has its own tests)
+       "train.batching=random",
        # one thread: CPU reductions are then summed in one order whatever the machine's core count
        "train.num_threads=1")
 # Per-method overrides needed by a 20-step run. AdaLoRA's YAML schedule (tinit 20, tfinal 80) is
