@@ -3,8 +3,8 @@ not a test; docs/benchmarks.md says how to read it).
 
 All three loops train the same model with the same method (built by the harness: same init, same
 targets, same fp32 task head under bf16), on real SST-2 batches drawn by the same sampler with the
-same padding (the harness's TrainBatches and collator; HF Trainer gets the same collator and its own
-sampler: `group_by_length` for length_grouped), with AdamW, the same LR schedule and clipping.
+same padding (the harness's TrainBatches and collator; HF Trainer is handed the very same batches
+through get_train_dataloader), with AdamW, the same LR schedule and clipping.
 Time = the training loop from its first batch to its last step, data loading included; one-time
 setup (model build, tokenization, optimizer creation) is excluded from all three. Tokens/s counts
 real (non-pad) tokens. Rounds alternate loop and setting, so machine noise spreads over all of
@@ -114,10 +114,32 @@ def time_bare(s: Setting, steps: int) -> dict:
     return {"seconds": time.perf_counter() - start, "tokens": tokens, "padded": padded}
 
 
+def _same_batches_trainer_class():
+    from transformers import Trainer
+
+    class SameBatchesTrainer(Trainer):
+        """HF Trainer fed the harness's own batches (same rows, same order, same padding), so the
+        three loops compute exactly the same work; Trainer still owns everything else (Accelerate,
+        autocast, optimizer, scheduler, clipping, logging)."""
+
+        def __init__(self, setting, steps, **kwargs):
+            self.setting, self.steps = setting, steps
+            super().__init__(**kwargs)
+
+        def get_train_dataloader(self):
+            from torch.utils.data import DataLoader
+            batches = self.setting.batches()
+            order = [b for epoch in range(-(-self.steps // batches.per_epoch)) for b in batches.batch_indices(epoch)]
+            loader = DataLoader(self.train_dataset, batch_sampler=order[:self.steps], collate_fn=self.data_collator)
+            return self.accelerator.prepare(loader)
+    return SameBatchesTrainer
+
+
 def time_hf_trainer(s: Setting, steps: int) -> dict:
     """transformers.Trainer on the same model (peft-wrapped for peft methods) and collator."""
-    from transformers import Trainer, TrainerCallback, TrainingArguments
+    from transformers import TrainerCallback, TrainingArguments
 
+    _SameBatchesTrainer = _same_batches_trainer_class()
     model, _ = s.model(steps)
     t = s.cfg.train
     counted = {"tokens": 0, "padded": 0}
@@ -149,10 +171,10 @@ def time_hf_trainer(s: Setting, steps: int) -> dict:
             lr_scheduler_type={"constant": "constant_with_warmup"}.get(t.schedule, t.schedule), weight_decay=t.weight_decay, max_grad_norm=t.max_grad_norm,
             adam_beta1=t.adam_beta1, adam_beta2=t.adam_beta2, adam_epsilon=t.adam_eps,
             bf16=s.runtime.precision == "bf16", use_cpu=s.runtime.device == "cpu",
-            group_by_length=t.batching == "length_grouped", logging_steps=t.log_every, save_strategy="no",
+            logging_steps=t.log_every, save_strategy="no",
             report_to=[], disable_tqdm=True, dataloader_num_workers=0, seed=t.seed)
-        trainer = Trainer(model=model, args=args, train_dataset=s.data.train, data_collator=s.data.collate,
-                          callbacks=[clock])
+        trainer = _SameBatchesTrainer(s, steps, model=model, args=args, train_dataset=s.data.train,
+                                      data_collator=s.data.collate, callbacks=[clock])
         expected = "bf16" if s.runtime.precision == "bf16" else "no"
         if trainer.accelerator.mixed_precision != expected:
             raise RuntimeError(f"HF Trainer runs with mixed_precision={trainer.accelerator.mixed_precision},"
@@ -205,12 +227,15 @@ def throughput(args) -> dict:
 
 def report(runs: dict, args) -> list:
     med = {k: statistics.median(r["tokens_per_s"] for r in v) for k, v in runs.items()}
+    # HF Trainer draws its own batches (its sampler), so its padding differs by chance: computed
+    # (padded) tokens/s compares the work done per second whatever the batches held
+    computed = {k: statistics.median(r["padded"] / r["seconds"] for r in v) for k, v in runs.items()}
     today = med.get((_label(SETTINGS[0]), "harness"))
     rows = []
     print(f"\nmodel={args.model} task={args.task} method={args.method} batch={args.batch_size}"
           f" max_length={args.max_length} steps={args.steps} rounds={args.rounds} threads={torch.get_num_threads()}")
     print(f"{'setting':<24} {'loop':<10} {'tokens/s median [min-max]':>27} {'s/step':>7} {'pad/real':>8}"
-          f" {'vs bare':>7} {'vs HF':>6} {'x today':>7}")
+          f" {'vs bare':>7} {'vs HF':>6} {'x today':>7} {'computed tok/s':>14} {'vs HF':>6}")
     for (label, loop), rs in runs.items():
         tps = [r["tokens_per_s"] for r in rs]
         step_s = statistics.median(r["seconds"] for r in rs) / args.steps
@@ -220,11 +245,15 @@ def report(runs: dict, args) -> list:
                "step_seconds": step_s, "padded_per_real": pad,
                "vs_bare": med[(label, loop)] / bare if bare else None,
                "vs_hf_trainer": med[(label, loop)] / hf if hf else None,
-               "vs_today": med[(label, loop)] / today if today else None}
+               "vs_today": med[(label, loop)] / today if today else None,
+               "computed_tokens_per_s": computed[(label, loop)],
+               "computed_vs_hf_trainer": computed[(label, loop)] / computed[(label, "hf_trainer")]
+               if (label, "hf_trainer") in computed else None, "runs": rs}
         rows.append(row)
         ratio = lambda x: f"{x:>6.2f}" if x else "     -"  # noqa: E731
         print(f"{label:<24} {loop:<10} {_fmt(tps):>27} {step_s:>7.3f} {pad:>8.2f} {ratio(row['vs_bare']):>7}"
-              f" {ratio(row['vs_hf_trainer']):>6} {ratio(row['vs_today']):>7}")
+              f" {ratio(row['vs_hf_trainer']):>6} {ratio(row['vs_today']):>7} {computed[(label, loop)]:>14,.0f}"
+              f" {ratio(row['computed_vs_hf_trainer']):>6}")
     return rows
 
 
