@@ -30,7 +30,7 @@ import torch
 from harness import data, models, train
 from harness.config import compose, effective_lr
 from harness.evaluation import NoEvaluation
-from harness.run import apply_method
+from harness.run import apply_method, initialise_from_data
 from harness.runtime import setup_runtime
 from harness.tracking import JsonlSink, Tracker
 
@@ -68,6 +68,7 @@ class Setting:
         seed_everything(self.cfg.train.seed, self.cfg.train.deterministic)
         built = models.build(self.cfg)
         model, method, _ = apply_method(self.cfg, built, steps, self.runtime.device)
+        initialise_from_data(method, model, self.batches(), self.runtime)  # EVA / LoRA-GA, as a run does
         self.runtime.keep_fp32(model, built.classifier)
         return model, method
 

@@ -211,8 +211,8 @@ def train(model, method, loader, evaluator, tracker, runtime, tcfg, total: int, 
                    else method.rank_snapshot(model))
     return LoopResult(steps=total, train_seconds=sum(state.durations),
                       step_seconds_median=statistics.median(state.window_means), train_tokens=state.tokens,
-                      padded_tokens=state.padded_tokens, step_durations=state.durations, rank_history=state.rank_history, final_ranks=final_ranks,
-                      resumed_from_step=resumed_from)
+                      padded_tokens=state.padded_tokens, step_durations=state.durations,
+                      rank_history=state.rank_history, final_ranks=final_ranks, resumed_from_step=resumed_from)
 
 
 def _reset_process_peak() -> bool:
