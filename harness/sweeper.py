@@ -74,13 +74,26 @@ def _basic():
 MAX_DIR_NAME = 120
 
 
+def _names_the_run(override: str) -> bool:
+    """Does this override change what the job computes? Sweep selection, Hydra settings, the
+    observation-only groups (logger) and non-semantic settings (threads, progress bars) do not, so
+    they stay out of the directory name: rerunning a sweep with `train.num_threads=1` added resumes
+    its interrupted jobs in their own directories instead of starting them again elsewhere."""
+    from harness.results import NON_SEMANTIC, NOT_IDENTITY
+    key = override.lstrip("+~").split("=", 1)[0]
+    group, _, leaf = key.partition(".")
+    if key == "sweep" or group == "hydra" or group in NOT_IDENTITY:
+        return False
+    return leaf not in NON_SEMANTIC.get(group, ())
+
+
 def job_dir_name(overrides: List[str]) -> str:
-    """The job's directory in the sweep: its overrides, sorted (Hydra's override_dirname format),
-    so it stays put when the grid grows. Slashes become '_'; a name over MAX_DIR_NAME characters
-    is cut and suffixed with a hash of the full name (file systems stop at 255 bytes)."""
+    """The job's directory in the sweep: the overrides that name the run, sorted (Hydra's
+    override_dirname format), so it stays put when the grid grows. Slashes become '_'; a name over
+    MAX_DIR_NAME characters is cut and suffixed with a hash of the full name (file systems stop at
+    255 bytes)."""
     import hashlib
-    items = sorted(o for o in overrides if o.lstrip("+~").split("=", 1)[0] != "sweep"
-                   and not o.lstrip("+~").startswith("hydra."))
+    items = sorted(o for o in overrides if _names_the_run(o))
     name = ",".join(items).replace("/", "_").replace("'", "") or "default"
     if len(name) > MAX_DIR_NAME:
         name = f"{name[:MAX_DIR_NAME - 17]}-{hashlib.sha1(name.encode()).hexdigest()[:16]}"
