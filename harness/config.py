@@ -15,7 +15,7 @@ import functools
 import math
 import re
 import typing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
@@ -36,6 +36,10 @@ class ModelConfig:
     from_config: Optional[Dict[str, Any]] = None
     tokenizer: Optional[str] = None  # defaults to `pretrained`
     arch: str = MISSING  # encoder | decoder
+    # How a sentence embedding is read from the last hidden state (retention probe sts_embedding):
+    # mean (over non-pad tokens) | cls (first token) | last (last non-pad token). Declared per model
+    # YAML: the pooling the model was trained with, else the one that suits its architecture.
+    pooling: str = "mean"
 
 
 @dataclass
@@ -100,6 +104,9 @@ class TrainConfig:
 class EvalConfig:
     protocol: str = MISSING  # last | split_val
     split_seed: int = MISSING  # seed of the select/report split (split_val)
+    # Retention probes (harness/probes) run on the base model before training and on the adapted
+    # model after it: what fine-tuning cost the model elsewhere. Empty by default (they cost time).
+    retention: List[str] = field(default_factory=list)
 
 
 @dataclass
@@ -152,6 +159,7 @@ SCHEDULES = ("linear", "cosine", "constant")
 HEAD_POLICIES = ("classifier", "classifier+pooler", "none")
 PRECISIONS = ("auto", "fp32", "bf16")
 BATCHINGS = ("random", "length_grouped")
+POOLINGS = ("mean", "cls", "last")
 LABEL_TYPES = ("classification", "regression")
 
 
@@ -292,15 +300,31 @@ def validate(cfg: DictConfig) -> None:
     _require((m.pretrained is None) != (m.from_config is None),
              f"model '{m.name}': set exactly one of model.pretrained and model.from_config")
     _require(m.arch in ("encoder", "decoder"), f"model.arch must be encoder or decoder (got '{m.arch}')")
+    _require(m.pooling in POOLINGS, f"model.pooling must be one of {POOLINGS} (got '{m.pooling}')")
 
     PROTOCOLS.get(cfg.eval.protocol)
+    check_probe_names(cfg.eval.retention)
     _require(cfg.logger.mode in ("offline", "online", "disabled"),
              f"logger.mode must be offline, online or disabled (got '{cfg.logger.mode}')")
 
     method = METHODS.get(cfg.method.kind)
     method.validate_config(cfg.method, cfg)
+    _require(cfg.method.budget is None or cfg.method.budget > 0,
+             f"method.budget (the adapter-parameter budget a run was matched to) must be > 0 or null"
+             f" (got {cfg.method.budget})")
     lr, why = _lr_and_source(cfg)
     _require(lr > 0 and math.isfinite(lr), f"learning rate must be > 0 (got {lr}: {why})")
+
+
+def check_probe_names(names) -> None:
+    """eval.retention names registered probes, each once (an unknown name says 'did you mean')."""
+    from harness.probes import PROBES
+    names = list(names)
+    for name in names:
+        _require(name in PROBES, f"eval.retention: unknown probe '{name}'{did_you_mean(name, PROBES.names())};"
+                 f" known: {', '.join(PROBES.names())}")
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    _require(not repeated, f"eval.retention names {repeated} more than once; each probe runs once per run")
 
 
 def metric_names(task) -> List[str]:
@@ -372,6 +396,19 @@ def method_preset(name: str) -> dict:
     """conf/method/<name>.yaml as Hydra composes it (its parents' values and the schema's defaults
     included), unresolved. A variant's YAML holds only what differs, so read presets here, never raw."""
     return copy.deepcopy(_method_preset(name))
+
+
+def task_preset(name: str):
+    """conf/task/<name>.yaml as Hydra composes it (a typed, read-only config): what a retention
+    probe reads its data with, through the same loader as the task (harness.data)."""
+    return _task_preset(name)
+
+
+@functools.lru_cache(maxsize=None)
+def _task_preset(name: str):
+    task = compose(f"task={name}").task
+    OmegaConf.set_readonly(task, True)
+    return task
 
 
 @functools.lru_cache(maxsize=None)

@@ -12,7 +12,8 @@ HarnessError line naming the setting and what is allowed:
   model is built on the `meta` device: every module and shape, no memory, no weights;
 - the data: every split readable, with the task's columns, text in every text field, labels of
   the task's type and in range, `task.num_labels` equal to the labels present in train, and
-  enough evaluation rows for the protocol (harness.data.validate_split).
+  enough evaluation rows for the protocol (harness.data.validate_split);
+- the retention probes (eval.retention): the data each one reads (harness/probes).
 
 The meta model and the data scans are cached per (model, task) and per file within a process,
 so a sweep of many jobs pays for each once.
@@ -151,6 +152,7 @@ def preflight(cfg, method_checks: bool = True) -> dict:
     from harness.config import validate_with_tokenizer
     from harness.hub import configure_hub
     from harness.methods import METHODS
+    from harness.probes.runner import preflight as retention_preflight
 
     started = time.perf_counter()
     configure_hub()
@@ -163,4 +165,5 @@ def preflight(cfg, method_checks: bool = True) -> dict:
         method_cls.check_against_model(cfg.method, info)
     rows, needs = min_eval_rows(cfg.eval.protocol)
     checked = data.check_task_data(cfg.task, min_eval_rows=rows, needs=needs)
+    retention_preflight(cfg)  # the data each of eval.retention's probes reads
     return {"data": source, "rows": checked["rows"], "model": info, "seconds": time.perf_counter() - started}

@@ -23,11 +23,17 @@ LOCK_FILE = ".lock"  # held by the process writing this run directory (RunLock)
 # Groups that change how a run is observed, not what it computes: left out of every identity.
 NOT_IDENTITY = ("logger",)
 # Settings that cannot change what a run computes (display, threads, eval batching, checkpoint
-# cadence, keeping the artifact): left out of run_id and config_id, still recorded in `config`.
-NON_SEMANTIC = {"train": ("progress", "num_threads", "eval_batch_size", "checkpoint_every", "save_artifact")}
+# cadence, keeping the artifact, the budget a budget-matched sweep matched it to): left out of
+# run_id and config_id, still recorded in `config`.
+NON_SEMANTIC = {"train": ("progress", "num_threads", "eval_batch_size", "checkpoint_every", "save_artifact"),
+                "method": ("budget",)}
 # What varies *within* one configuration (its seeds and its LR grid): left out of config_id only.
 # Methods add their own LR knobs and per-run paths through Method.identity_view.
 PER_RUN = {"train": ("seed", "base_lr"), "eval": ("split_seed",), "method": ("lr", "lr_multiplier")}
+# Settings only the retention probes read (harness/probes). They enter both identities only when
+# eval.retention names a probe: a run without probes keeps the identity it had before probes
+# existed, and a run with probes is never skipped because its probe-less twin succeeded.
+PROBE_SETTINGS = {"eval": ("retention",), "model": ("pooling",)}
 
 
 def _file_mode() -> int:
@@ -78,11 +84,19 @@ def _without(resolved: dict, drop: dict) -> dict:
     return core
 
 
+def without_unused_probe_settings(resolved: dict) -> dict:
+    """resolved without PROBE_SETTINGS when no probe runs (eval.retention empty or absent)."""
+    if (resolved.get("eval") or {}).get("retention"):
+        return resolved
+    return {group: {k: v for k, v in value.items() if k not in PROBE_SETTINGS[group]}
+            if isinstance(value, dict) and group in PROBE_SETTINGS else value for group, value in resolved.items()}
+
+
 def run_identity(resolved: dict, execution: Optional[dict] = None) -> str:
     """One run: the resolved config without observation-only groups and non-semantic settings,
     plus what device and precision resolved to (harness.runtime.execution). Output paths are not
     part of the config. Skip/resume in sweeps match on it."""
-    return _hash(_with_execution(_without(resolved, NON_SEMANTIC), execution))
+    return _hash(_with_execution(_without(without_unused_probe_settings(resolved), NON_SEMANTIC), execution))
 
 
 def _with_execution(core: dict, execution: Optional[dict]) -> dict:
@@ -96,7 +110,7 @@ def config_identity(resolved: dict, execution: Optional[dict] = None) -> str:
     configuration, not by a per-seed path)."""
     from harness.methods import METHODS
     drop = {g: NON_SEMANTIC.get(g, ()) + PER_RUN.get(g, ()) for g in set(NON_SEMANTIC) | set(PER_RUN)}
-    core = _without(resolved, drop)
+    core = _without(without_unused_probe_settings(resolved), drop)
     method = core.get("method")
     if isinstance(method, dict) and method.get("kind") in METHODS:
         core["method"] = METHODS.get(method["kind"]).identity_view(method)

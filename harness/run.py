@@ -105,6 +105,7 @@ def _run_locked(cfg, run_dir, run_id, resolved, method_cls, data_source, hub, ov
                 execution) -> dict:
     """The rest of run_job, under the run directory's lock."""
     from harness import preemption
+    from harness.probes.runner import carried as retention_carried
     from harness.results import RunRecord, prepare_run_dir, write_text_atomic
 
     prep = prepare_run_dir(run_dir, run_id, in_sweep=sweep_dir is not None)
@@ -125,6 +126,7 @@ def _run_locked(cfg, run_dir, run_id, resolved, method_cls, data_source, hub, ov
                       wandb_id=prep.previous.get("wandb_id") or record.data["wandb_id"],
                       attempts=prep.previous.get("attempts", []) + [
                           {"started_at": record.started, "resumed_from_step": prep.resume_step}])
+        record.update(**retention_carried(prep.previous))  # the base model's probe values, measured once
     preemption.install()  # under submitit: checkpoint before a requeue
     print(f"[harness] run {run_id} -> {run_dir}")
     tracker = None
@@ -203,6 +205,7 @@ def _execute(cfg, record, tracker, method_cls, data_source, hub, run_dir):
     from harness.evaluation import PROTOCOLS, Evaluator
     from harness.faults import Injector
     from harness.methods.dims import ModelDims
+    from harness.probes.runner import Retention
     from harness.runtime import setup_runtime
 
     runtime = setup_runtime(cfg.train)
@@ -214,6 +217,8 @@ def _execute(cfg, record, tracker, method_cls, data_source, hub, run_dir):
     total = train.count_total_steps(cfg.train, len(task_data.train))
     lr = effective_lr(cfg)
     loader = data_mod.train_batches(task_data, cfg.train)
+    retention = Retention(cfg, built, runtime)  # eval.retention's probes: the base model first
+    retention.before(built.model, record, tracker)
     dims = ModelDims.of(built.model, built.classifier + built.pooler)  # before a method wraps its linears
     base_weights = sentinels.BaseWeights(built.model)
     model, method, (head_train, head_frozen) = apply_method(cfg, built, total, runtime.device)
@@ -221,6 +226,7 @@ def _execute(cfg, record, tracker, method_cls, data_source, hub, run_dir):
     fp32_modules = runtime.keep_fp32(model, built.classifier)
 
     inferred.update(built.inferred)
+    inferred.update(retention.inferred)
     inferred.update({
         "lr": {"value": lr, "reason": lr_source(cfg)},
         "total_steps": {"value": total, "reason": "train.max_steps" if cfg.train.max_steps is not None
@@ -279,6 +285,7 @@ def _execute(cfg, record, tracker, method_cls, data_source, hub, run_dir):
         "padded_per_real_token": result.padded_tokens / max(result.train_tokens, 1),
         **train.peak_memory(runtime),
     })
+    retention.after(model, result.steps, record, tracker)  # the adapted model as trained (not in wall_seconds)
     checkpointer.remove()  # the run is complete: its record and artifact are what is kept
 
 

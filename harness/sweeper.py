@@ -7,12 +7,18 @@ positions); `params` are the axes every block shares (task, seed). Lists in `val
 once and interpolated by the axes (`${hydra.sweeper.values.seeds}`). With `staged: true` each
 block is launched after the previous one finished (LoRI-S jobs need their LoRI-D runs).
 
+A `budget_matched: {methods, budgets, tolerance, lr_factors}` block is expanded by the budget solver
+(harness.budget) on the model composed for the sweep: one job per method and budget, at the knobs
+whose parameter count is nearest the budget, labelled `method.budget` (a label outside the run's
+identity); methods out of reach are printed and left out. Its other keys are axes as in any block.
+
 Before anything is launched, every job's config is composed and validated: a bad value anywhere in
 the grid ends the command with one line and nothing trained. Skipping finished jobs happens in
 the job itself (harness.run.run_job), so it works the same under every launcher.
 """
 
 import os
+import re
 import sys
 import time
 import uuid
@@ -100,6 +106,53 @@ def job_dir_name(overrides: List[str]) -> str:
     return name
 
 
+BUDGET_BLOCK = "budget_matched"  # a grid block expanded by the budget solver (harness.budget)
+_BARE_VALUE = re.compile(r"[A-Za-z_][A-Za-z0-9_.+\-]*")
+
+
+def _plain(value):
+    """A config node as plain Python values, interpolations resolved."""
+    return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+
+
+def _override_value(value) -> str:
+    """A knob value as Hydra override text: a string that Hydra would read as something else (a
+    number, a list, text with ';') is single-quoted (quotes never reach job directory names)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(_override_value(v) for v in value) + "]"
+    if isinstance(value, str) and not (_BARE_VALUE.fullmatch(value) and value not in ("true", "false", "null")):
+        return f"'{value}'"
+    return str(value)
+
+
+def _method_axes(method: str, overrides: Dict[str, Any], budget: Optional[int], lr_factors) -> List[str]:
+    """The axes of one budget-matched method: its preset, its knobs, its budget label and its LR grid
+    around its own anchor (the method's LR knob: lr_multiplier, LoRI-S's lr_ratio)."""
+    from harness.budget import method_class
+    axes = [f"method={method}", *(f"method.{k}={_override_value(v)}" for k, v in overrides.items())]
+    if budget is not None:
+        axes.append(f"method.budget={budget}")
+    if lr_factors is not None:
+        knob = method_class(method).lr_knob
+        axes.append(f"method.{knob}={lr_grid(method, lr_factors, knob)}")
+    return axes
+
+
+def _refuse_solver_axes(parser, axes: List[str]) -> None:
+    """The solver chooses every method knob for one model: an axis that sets a method key would
+    override its choice, and one that sweeps the model would change every count."""
+    for override in parser.parse_overrides(axes):
+        key = override.get_key_element().lstrip("+~")
+        if key == "method" or key.startswith("method."):
+            raise HarnessError(f"{BUDGET_BLOCK}: '{key}' cannot be set for the whole sweep: the budget solver"
+                               " chooses each method's knobs (the rest are its preset's, conf/method/<method>.yaml)")
+        if (key == "model" or key.startswith("model.")) and override.is_sweep_override():
+            raise HarnessError(f"{BUDGET_BLOCK}: the knobs are solved for one model; run one sweep per model"
+                               f" instead of sweeping '{key}'")
+
+
 class GridSweeper(Sweeper):
     def __init__(self, max_batch_size=None, params=None, grid=None, values=None, staged=False):
         super().__init__()
@@ -108,6 +161,7 @@ class GridSweeper(Sweeper):
         self.grid = [dict(block) for block in (grid or [{}])]
         self.staged = staged
         self.hydra_context = self.config = self.launcher = None
+        self.budget_plans = []  # harness.budget.BudgetPlan of each budget_matched block, once expanded
 
     def setup(self, *, hydra_context, task_function, config) -> None:
         from hydra.core.plugins import Plugins
@@ -119,17 +173,53 @@ class GridSweeper(Sweeper):
         return [_axis(k, v) for k, v in self.params.items()]
 
     def expand(self, arguments: List[str]) -> List[List[List[str]]]:
-        """Jobs (lists of overrides) per block, duplicates across blocks removed."""
+        """Jobs (lists of overrides) per block, duplicates across blocks removed. A budget_matched
+        block may become two blocks (methods that continue a run launched in the first)."""
         parser = OverridesParser.create(config_loader=self.hydra_context.config_loader if self.hydra_context else None)
         common = self._parse_config()
         seen, blocks = set(), []
+        self.budget_plans = []
         for block in self.grid:
-            axes = common + [_axis(k, v) for k, v in block.items()] + list(arguments)
-            jobs = [job for job in _basic().split_arguments(parser.parse_overrides(axes), None)[0]
-                    if tuple(sorted(job)) not in seen]
-            seen.update(tuple(sorted(job)) for job in jobs)
-            blocks.append(jobs)
+            for stage in self._stages(parser, block, common, list(arguments)):
+                jobs = []
+                for axes in stage:
+                    for job in _basic().split_arguments(parser.parse_overrides(axes), None)[0]:
+                        if tuple(sorted(job)) not in seen:
+                            seen.add(tuple(sorted(job)))
+                            jobs.append(job)
+                blocks.append(jobs)
         return blocks
+
+    def _stages(self, parser, block, common: List[str], arguments: List[str]) -> List[List[List[str]]]:
+        """The block as stages (launched in order when staged), each a list of axis lists."""
+        if BUDGET_BLOCK not in block:
+            return [[common + [_axis(k, v) for k, v in block.items()] + arguments]]
+        return self._budget_stages(parser, block, common, arguments)
+
+    def _budget_stages(self, parser, block, common: List[str], arguments: List[str]) -> List[List[List[str]]]:
+        """One axis list per matched (method, knobs), at the budget it is nearest to; a method that
+        continues a finished run (LoRI-S) goes in a second stage, after the run it continues."""
+        from harness import budget
+        from harness.preflight import model_info
+        spec = budget.parse_spec(_plain(block[BUDGET_BLOCK]))
+        extra = [_axis(k, v) for k, v in block.items() if k != BUDGET_BLOCK]
+        _refuse_solver_axes(parser, common + extra + arguments)
+        if self.config is None:
+            raise HarnessError(f"{BUDGET_BLOCK}: the sweep's composed config is needed to know the model")
+        # The sweep's model as composed; its head follows the composed task, but no count includes
+        # the head, so a task axis does not change the plan.
+        plan = budget.solve(spec, model_info(self.config))
+        self.budget_plans.append(plan)
+        first, later = [], []
+        for match in plan.jobs():
+            axes = common + _method_axes(match.method, match.overrides, match.budget, spec.lr_factors) + extra
+            (later if budget.method_class(match.method).source_run_kind else first).append(axes + arguments)
+        for source in plan.sources:
+            first.append(common + _method_axes(source.method, source.overrides, None, spec.lr_factors) + extra + arguments)
+        if later and not self.staged:
+            raise HarnessError(f"{BUDGET_BLOCK}: {', '.join(sorted({s.for_method for s in plan.sources}))} continues"
+                               " a run the sweep launches first: set hydra.sweeper.staged=true")
+        return [stage for stage in (first, later) if stage]
 
     def check(self, blocks: List[List[List[str]]]) -> None:
         """Compose and validate every job before any is launched. In a staged sweep, jobs of later
@@ -153,6 +243,12 @@ class GridSweeper(Sweeper):
         blocks = [[[*job, f"hydra.sweep.subdir='{job_dir_name(job)}'"] for job in block]
                   for block in self.expand(arguments)]
         jobs = [job for block in blocks for job in block]
+        from harness.budget import describe as describe_budget
+        for budget_plan in self.budget_plans:
+            print(describe_budget(budget_plan), flush=True)
+        if self.budget_plans and not jobs:
+            raise HarnessError(f"{BUDGET_BLOCK}: no method comes within the tolerance of any budget (plan above),"
+                               " so there is nothing to run")
         self.check(blocks)
         sweep_dir = Path(self.config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
@@ -209,8 +305,9 @@ def _held_so_far(sweep_dir: Path, invocation: str) -> bool:
     return any(e["outcome"] == "held" for e in sweep_log.read(sweep_dir / sweep_log.JOB_LOG, invocation))
 
 
-def plan(name: str, overrides=()) -> List[List[List[str]]]:
-    """The jobs `python -m harness +sweep=NAME <overrides>` would launch, per block, without launching."""
+def planned(name: str, overrides=()):
+    """(the sweeper, its jobs per block) for `python -m harness +sweep=NAME <overrides>`, without
+    launching anything; the sweeper holds the budget plans of budget_matched blocks."""
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
@@ -223,13 +320,36 @@ def plan(name: str, overrides=()) -> List[List[List[str]]]:
         cfg = compose(config_name="config", overrides=[f"+sweep={name}", *plain], return_hydra_config=True)
     sweeper_cfg = OmegaConf.to_container(cfg.hydra.sweeper, resolve=True)
     sweeper_cfg.pop("_target_", None)
-    return GridSweeper(**sweeper_cfg).expand([f"+sweep={name}", *overrides])
+    sweeper = GridSweeper(**sweeper_cfg)
+    sweeper.config = cfg  # the model a budget_matched block is solved for
+    return sweeper, sweeper.expand([f"+sweep={name}", *overrides])
 
 
-if __name__ == "__main__":
-    # python -m harness.sweeper NAME [overrides]: print a sweep's jobs without running them
-    jobs = plan(sys.argv[1], sys.argv[2:])
+def plan(name: str, overrides=()) -> List[List[List[str]]]:
+    """The jobs `python -m harness +sweep=NAME <overrides>` would launch, per block, without launching."""
+    return planned(name, overrides)[1]
+
+
+def main(argv: List[str]) -> None:
+    """python -m harness.sweeper NAME [overrides]: print a sweep's budget plan (if it has one) and
+    its jobs without running them. Bad input: one line on stderr, exit 2."""
+    from harness.budget import describe as describe_budget
+    from harness.cli_errors import describe
+    if not argv:
+        sys.exit("usage: python -m harness.sweeper NAME [overrides]")
+    try:
+        sweeper, jobs = planned(argv[0], argv[1:])
+    except Exception as exc:  # noqa: BLE001 - every failure ends as one line + exit code, as in the CLI
+        line, code = describe(exc)
+        print(f"harness.sweeper: error: {line}", file=sys.stderr, flush=True)
+        sys.exit(code)
+    for budget_plan in sweeper.budget_plans:
+        print(describe_budget(budget_plan))
     for b, block in enumerate(jobs):
         for job in block:
             print(f"block {b}: {' '.join(job)}")
     print(f"{sum(len(b) for b in jobs)} jobs in {len(jobs)} blocks")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -20,5 +20,8 @@ def test_report_notebook_runs_on_the_smoke_sweep(use_mirror, smoke_sweep, tmp_pa
     outputs = [o for c in cells if c["cell_type"] == "code" for o in c.get("outputs", [])]
     assert not [o for o in outputs if o["output_type"] == "error"]
     images = [o for o in outputs if "image/png" in o.get("data", {})]
-    assert len(images) == 4  # pareto, lr_sweep, loss_curves, ranks
+    from harness import analysis
+    drawn = analysis.build([sweep_dir], "smoke").figures  # what the analysis draws for this sweep
+    assert {"pareto", "lr_sweep", "loss_curves", "ranks", "pareto_cost"} <= set(drawn)
+    assert len(images) == len(drawn)  # the notebook shows every figure the analysis drew
     assert any("Sweep: smoke" in "".join(o.get("data", {}).get("text/markdown", "")) for o in outputs)

@@ -14,6 +14,7 @@ from typing import Dict, Iterable, List
 import numpy as np
 import pandas as pd
 
+from harness.analysis import retention
 from harness.knobs import knob_label, knobs
 
 CONFIG_KEY = "config_id"  # one method configuration = one row of table.md
@@ -89,6 +90,7 @@ def _row(record: dict, run_dir: Path) -> dict:
         "git_sha": record.get("provenance", {}).get("git_sha"),
         "git_dirty": record.get("provenance", {}).get("git_dirty"),
         "device": record.get("provenance", {}).get("device"),
+        **retention.columns(record),  # retention_<probe>_before/_after/_drop, when probes ran
     }
 
 
@@ -132,9 +134,9 @@ def identity_view(config: dict) -> Dict[str, str]:
     the method part as its method sees itself. Mirrors config_identity; kept apart because that
     one returns only the hash."""
     from harness.methods import METHODS
-    from harness.results import NON_SEMANTIC, NOT_IDENTITY, PER_RUN
+    from harness.results import NON_SEMANTIC, NOT_IDENTITY, PER_RUN, without_unused_probe_settings
     view = {}
-    for group, value in config.items():
+    for group, value in without_unused_probe_settings(config).items():
         if group in NOT_IDENTITY:
             continue
         if isinstance(value, dict):

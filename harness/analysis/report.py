@@ -1,5 +1,9 @@
 """Sweep directories -> results/<sweep>/: table.md/.csv, runs.csv, paired.csv, failed.csv,
-pareto.png, lr_sweep.png, loss_curves.png, ranks.png and study.json (commands, git SHA, wall time).
+pareto.png, lr_sweep.png, loss_curves.png, ranks.png and study.json (commands, git SHA, wall time);
+pareto_cost.png + pareto_front.csv (score against params, train seconds and peak memory) and
+expected_max.png/.csv (tuning-budget curves, harness.analysis.tuning; only when a configuration has
+>= 2 LRs); retention.png + retention_front.csv (gain vs retention, harness.analysis.retention;
+only when the records have retention probes).
 
 `params` picks the Pareto plot's x axis: `trainable` (default) = adapter parameters trainable at
 init, head excluded. It is the default because it is the budget a method's config fixes and the
@@ -16,11 +20,11 @@ from typing import Dict, List
 
 import pandas as pd
 
-from harness.analysis import figures, tables
+from harness.analysis import figures, retention, tables, tuning
 from harness.analysis.load import load_runs
 from harness.sweep_log import INVOCATIONS, read
 
-FIGURES = ("pareto", "lr_sweep", "loss_curves", "ranks")
+FIGURES = ("pareto", "lr_sweep", "loss_curves", "ranks", "pareto_cost", "expected_max")
 
 
 @dataclass
@@ -37,6 +41,9 @@ class Report:
     params: str = "trainable"
     markdown: str = ""
     figures: Dict[str, object] = field(default_factory=dict)
+    fronts: pd.DataFrame = None  # pareto_front.csv
+    expected_max: pd.DataFrame = None  # expected_max.csv (tuning-budget curves)
+    skipped: Dict[str, str] = field(default_factory=dict)  # figure -> why it was not drawn
 
 
 def _study(sweep_dirs, runs: pd.DataFrame) -> dict:
@@ -83,9 +90,20 @@ def build(sweep_dirs, name: str = None, params: str = "trainable") -> Report:
              " where the method saves one; baseline = the constant predictor (majority class / mean target)"
              f" on the reported split; Pareto x axis: {params} parameters"]
     report.markdown = tables.markdown(table, report.pairs, report.failed, report.ratio, f"Sweep: {name}", notes)
-    best = tables.best_lrs(runs)
-    report.figures = {"pareto": figures.pareto(table, params), "lr_sweep": figures.lr_sweep(curves, report.ratio),
-                      "loss_curves": figures.loss_curves(runs, best), "ranks": figures.ranks(runs)}
+    report.markdown += retention.markdown(table)  # only when the records have retention
+    best, styles = tables.best_lrs(runs), figures.config_styles(runs["label"])  # one style per configuration
+    report.fronts = tables.cost_fronts(table, figures.PARAM_AXES[params][0])
+    report.expected_max = tuning.expected_max_table(curves)
+    report.figures = {"pareto": figures.pareto(table, params, styles),
+                      "lr_sweep": figures.lr_sweep(curves, report.ratio, styles),
+                      "loss_curves": figures.loss_curves(runs, best, styles), "ranks": figures.ranks(runs),
+                      "pareto_cost": figures.pareto_cost(table, params, styles)}
+    skip = tuning.skip_reason(report.expected_max)
+    if skip:
+        report.skipped["expected_max"] = skip
+    else:
+        report.figures["expected_max"] = figures.expected_max(curves, report.expected_max, styles)
+    report.figures.update(retention.figures(table, styles))  # gain vs retention, when recorded
     for fig in report.figures.values():
         figures.plt.close(fig)  # detached from pyplot: shown only where the caller displays it
     return report
@@ -131,8 +149,18 @@ def write(report: Report, out_dir: Path, with_records: bool = True) -> List[Path
     if report.ratio is not None:
         put("lr_ratio.csv", report.ratio["per_config"].to_csv(index=False))
     put("study.json", json.dumps(report.study, indent=2) + "\n")
+    put("pareto_front.csv", report.fronts.to_csv(index=False))
+    if "expected_max" in report.skipped:
+        for stale in ("expected_max.png", "expected_max.csv"):  # an earlier analysis's curves are not these runs'
+            (out_dir / stale).unlink(missing_ok=True)
+        print(f"expected_max.png/.csv not written: {report.skipped['expected_max']}")
+    else:
+        put("expected_max.csv", report.expected_max.to_csv(index=False))
     for key in FIGURES:
+        if key not in report.figures:
+            continue  # skipped, and said so above
         path = out_dir / f"{key}.png"
         report.figures[key].savefig(path, dpi=120)
         written.append(path)
+    written += retention.write(report.table, report.figures, out_dir)  # retention.png, retention_front.csv
     return written

@@ -17,6 +17,10 @@ LR ratio: the optimum of each configuration is fitted per seed (parabola in log1
 LRs, else the best grid point); the log of LoRA's optimum over FullFT's is taken per seed and a t
 95% interval over seeds is reported on that log-ratio, then exponentiated. Only configurations
 with >= 2 LRs enter; with a single LR the ratio is "not measured".
+
+Pareto fronts (pareto.png, pareto_cost.png, pareto_front.csv): `pareto_front` keeps a row iff no
+other row costs no more on every cost, scores no less and is strictly better on one; exact twins
+keep one, chosen by label, so no dominated point and no order-dependent choice reaches a front.
 """
 
 from typing import Optional
@@ -25,6 +29,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from harness.analysis import retention
 from harness.analysis.load import CONFIG_KEY, DISPLAY_COLUMNS, ROLE_COLUMNS
 
 EXACT_SIGN_FLIP_MAX_N = 16  # 2^16 = 65,536 flips: enumerate; beyond, sample
@@ -55,7 +60,7 @@ def lr_curves(runs: pd.DataFrame) -> pd.DataFrame:
     ok = succeeded(runs)
     grouped = ok.groupby([CONFIG_KEY, "lr"], dropna=False)
     curves = grouped.agg(**{c: (c, "first") for c in DISPLAY_COLUMNS + ROLE_COLUMNS},
-                         lr_multiple=("lr_multiple", "first"),
+                         lr_multiple=("lr_multiple", "first"), metric_name=("metric_name", "first"),
                          select_mean=("select_score", "mean"), select_sd=("select_score", "std"),
                          metric_mean=("metric", "mean"), metric_sd=("metric", "std"),
                          baseline_metric=("baseline_metric", "mean"), seeds=("seed", "nunique")).reset_index()
@@ -120,6 +125,7 @@ def _config_row(runs: pd.DataFrame, best: pd.Series) -> dict:
         "lrs_tried": mine["lr"].nunique(), "lr_edge": edge, "select_mean": best["select_mean"],
         "train_seconds": ok["train_seconds"].mean(), "peak_memory_mb": ok["peak_memory_mb"].mean(),
         "flags": _flags(ok, mine[mine["status"] != "success"], edge),
+        **retention.table_columns(ok),  # mean/sd of each probe's before, after, drop (when recorded)
     }
 
 
@@ -127,6 +133,54 @@ def config_table(runs: pd.DataFrame) -> pd.DataFrame:
     """One row per configuration (config_id), at its best LR."""
     table = pd.DataFrame([_config_row(runs, b) for _, b in best_lrs(runs).iterrows()])
     return table.sort_values(["task", "adapter_params", "label"]).reset_index(drop=True) if len(table) else table
+
+
+# ---- cost-aware Pareto fronts ---------------------------------------------------------------------
+
+# pareto_cost's cost axes besides parameters (which follow --params): table columns, per run at the best LR
+COST_COLUMNS = {"seconds": "train_seconds", "memory": "peak_memory_mb"}
+FRONT_COLUMNS = ["task", "axis", "cost_column", "cost", CONFIG_KEY, "label", "metric_name", "metric_mean",
+                 "metric_sd", "seeds"]
+
+
+def positive(values) -> pd.Series:
+    """Costs that can sit on a (log) cost axis: finite and > 0 (a missing count, or 0, is no measurement)."""
+    values = pd.to_numeric(pd.Series(values), errors="coerce").astype(float)
+    return np.isfinite(values) & (values > 0)
+
+
+def pareto_front(points: pd.DataFrame, costs, score: str = "metric_mean") -> pd.DataFrame:
+    """The rows no other row dominates, sorted by cost. Row j dominates row i when j costs no more
+    on every cost column, scores no less, and is strictly better somewhere. Rows equal on every cost
+    and the score stand for each other: only the first by (label, config_id) is kept, so the front
+    does not depend on row order. Rows with a missing cost or score are never on it and dominate
+    nothing (they cannot be compared)."""
+    costs = list(costs)
+    keys = [k for k in ("label", CONFIG_KEY) if k in points.columns]
+    pts = points.sort_values(keys, kind="stable") if keys else points
+    values = pts[costs + [score]].apply(pd.to_numeric, errors="coerce").to_numpy(float)
+    finite = np.isfinite(values).all(axis=1)
+    pts, c, s = pts[finite], values[finite, :-1], values[finite, -1]
+    keep = []
+    for i in range(len(pts)):
+        no_worse = (c <= c[i]).all(axis=1) & (s >= s[i])
+        better = (c < c[i]).any(axis=1) | (s > s[i])
+        twin_before = ((c == c[i]).all(axis=1) & (s == s[i]))[:i].any()
+        keep.append(not (no_worse & better).any() and not twin_before)
+    return pts[np.array(keep, bool)].sort_values(costs + [score], kind="stable")
+
+
+def cost_fronts(table: pd.DataFrame, param_column: str) -> pd.DataFrame:
+    """FRONT_COLUMNS: the front members of each task on each cost axis taken alone (params =
+    param_column, the --params choice; seconds; memory), cheapest first: what pareto_cost draws."""
+    axes = {"params": param_column, **COST_COLUMNS}
+    rows = []
+    for task, group in table.groupby("task"):
+        for axis, column in axes.items():
+            front = pareto_front(group[positive(group[column]).to_numpy()], [column])
+            rows += [{"task": task, "axis": axis, "cost_column": column, "cost": float(r[column]),
+                      **{k: r[k] for k in FRONT_COLUMNS[4:]}} for _, r in front.iterrows()]
+    return pd.DataFrame(rows, columns=FRONT_COLUMNS)
 
 
 # ---- the LoRA/FullFT optimal-LR ratio ------------------------------------------------------------

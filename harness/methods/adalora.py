@@ -19,6 +19,7 @@ from harness.errors import HarnessError
 from harness.methods import register
 from harness.methods.base import ApplyContext, Knob, MethodConfig, check_dropout, check_rank
 from harness.methods.peft_base import PeftMethod
+from harness.methods.lora import rank_and_targets
 from harness.methods.targets import check_rank_fits
 
 _E_SUFFIX = re.compile(r"\.lora_E(\.default)?$")
@@ -75,6 +76,22 @@ class AdaLora(PeftMethod):
         """P (init_r x in), Q (out x init_r) and E (init_r) per target, all trainable from the start
         (pruning masks E; it never removes parameters)."""
         return sum(mcfg.init_r * (i + o + 1) for i, o in dims.targets(mcfg.target_modules).values())
+
+    # Matched on the final budget (target_r per module on average): what it keeps after pruning;
+    # it trains at init_r, which adapter_param_count counts and every record reports as `adapter`.
+    budget_counts = "final"
+
+    @classmethod
+    def budget_count(cls, mcfg, dims) -> int:
+        """target_r x (in + out + 1) per target: the final total rank (target_r x modules, peft's
+        target_rank) priced at the average module. Where the pruning puts that rank is learnt, so
+        the count a run ends with (its `nonzero`) differs by how uneven the modules' widths are."""
+        return sum(mcfg.target_r * (i + o + 1) for i, o in dims.targets(mcfg.target_modules).values())
+
+    @classmethod
+    def budget_candidates(cls, mcfg, dims):
+        """Target rank 1..init_r (init_r, the count it trains at, stays the preset's) and target preset."""
+        return rank_and_targets(mcfg, ranks=range(1, mcfg.init_r + 1), rank_knob="target_r")
 
     @classmethod
     def validate_config(cls, mcfg, cfg) -> None:

@@ -8,7 +8,7 @@ functions so that config validation stays fast.
 """
 
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 from omegaconf import MISSING
 
@@ -19,6 +19,10 @@ class MethodConfig:
     label: str = MISSING  # name shown in tables (config-only variants differ here)
     lr_multiplier: float = 1.0  # lr = train.base_lr * lr_multiplier ...
     lr: Optional[float] = None  # ... unless an absolute lr is given
+    # The adapter-parameter budget this configuration was matched to (set by a budget-matched
+    # sweep, harness.budget). A label: it changes nothing that trains, so it is no part of the
+    # run's identity (harness.results.NON_SEMANTIC) and None everywhere else.
+    budget: Optional[int] = None
 
 
 @dataclass
@@ -30,6 +34,35 @@ class ApplyContext:
     head_frozen: List[str]  # head modules that must stay frozen
     total_steps: int  # optimizer steps of the whole run (AdaLoRA-style schedules)
     seed: int
+
+
+# Ranks a budget solver may try (harness.budget): powers of two from 1 to 256 and a few in between,
+# so that a budget lands within a few percent of some rank whatever the layer widths.
+BUDGET_RANKS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256)
+
+# What a method's budget count counts (Method.budget_counts), as the plan prints it.
+BUDGET_COUNTS = {
+    "trainable": "trainable adapter parameters (head apart)",
+    "nonzero": "non-zero adapter entries after training",
+    "final": "adapter parameters at the final rank budget",
+}
+
+
+def knob_grid(*axes: Tuple[str, Sequence[Any]]) -> Iterator[Dict[str, Any]]:
+    """Every combination of (knob, values) axes as knob overrides, the first axis outermost, so a
+    method lists its preferred values first (on equal counts the budget solver keeps the first)."""
+    if not axes:
+        yield {}
+        return
+    (name, values), rest = axes[0], axes[1:]
+    for value in values:
+        for tail in knob_grid(*rest):
+            yield {name: value, **tail}
+
+
+def preferred_first(preset_value, values: Sequence[Any]) -> Tuple[Any, ...]:
+    """`values` with the preset's own value moved to the front (it wins a tie)."""
+    return (preset_value, *(v for v in values if v != preset_value))
 
 
 @dataclass(frozen=True)
@@ -75,6 +108,36 @@ class Method:
         contract tests hold every method to it. None: the method has no closed form (its library's
         count is then the reference). Every method must say which."""
         raise NotImplementedError(f"method '{cls.kind}' declares no adapter_param_count")
+
+    # -- budget matching (harness.budget): the solver asks these, never a method's name ----------
+    budget_counts: str = "trainable"  # what budget_count counts: a key of BUDGET_COUNTS
+    lr_knob: str = "lr_multiplier"  # the knob a sweep's LR axis moves (${lr_grid:<method>,...,<knob>})
+
+    @classmethod
+    def budget_candidates(cls, mcfg, dims) -> Iterable[Dict[str, Any]]:
+        """Knob overrides a budget solver may choose among for this preset (`mcfg`) on a model of
+        `dims`, preferred first; the solver drops those the model refuses (check_against_model).
+        Default: the preset as it is, one fixed count (BitFit, FullFT, LN tuning)."""
+        yield {}
+
+    @classmethod
+    def budget_count(cls, mcfg, dims) -> Optional[int]:
+        """The count a budget is matched on (what `budget_counts` names). Default: the trainable
+        adapter count, adapter_param_count. None: no closed form, so it cannot be matched."""
+        return cls.adapter_param_count(mcfg, dims)
+
+    @classmethod
+    def planned_adapter_count(cls, mcfg, dims) -> Optional[int]:
+        """adapter_param_count as a plan predicts it, before anything ran: the same, unless the
+        count depends on a run that does not exist yet (LoRI-S: its source run's r and targets)."""
+        return cls.adapter_param_count(mcfg, dims)
+
+    @classmethod
+    def budget_source(cls, chosen: List[Dict[str, Any]]) -> Optional[Tuple[str, Dict[str, Any]]]:
+        """For a method that continues a finished run (`source_run_kind`): the preset and knob
+        overrides of the run a budget-matched sweep launches first so that the `chosen` knob
+        settings can continue it. None (the default): it cannot be budget-matched in a sweep."""
+        return None
 
     @classmethod
     def trains_base_parameter(cls, name: str) -> bool:

@@ -6,7 +6,8 @@ from dataclasses import dataclass
 
 from harness.errors import HarnessError
 from harness.methods import register
-from harness.methods.base import Knob, MethodConfig, check_rank
+from harness.methods.base import BUDGET_RANKS, Knob, MethodConfig, check_rank
+from harness.methods.lora import rank_and_targets
 from harness.methods.peft_bridge import PeftBridge
 
 
@@ -28,6 +29,11 @@ class HRA(PeftBridge):
     @classmethod
     def adapter_param_count(cls, mcfg, dims) -> int:
         return sum(mcfg.r * i for i, _ in dims.targets(mcfg.target_modules).values())
+
+    @classmethod
+    def budget_candidates(cls, mcfg, dims):
+        """Even ranks (its identity initialisation pairs reflections) and target preset."""
+        return rank_and_targets(mcfg, ranks=tuple(r for r in BUDGET_RANKS if r % 2 == 0))
 
     @classmethod
     def validate_config(cls, mcfg, cfg) -> None:

@@ -3,9 +3,13 @@
 from dataclasses import dataclass
 
 from harness.methods import register
-from harness.methods.base import ApplyContext, Knob, MethodConfig
+from harness.methods.base import ApplyContext, Knob, MethodConfig, knob_grid, preferred_first
 from harness.methods.peft_base import PeftMethod
 from harness.methods.targets import linear_shapes, mlp_down
+
+
+# Target sets a budget solver may choose among (IA3 has no rank: the targets are its only size).
+BUDGET_TARGETS = ("kv+mlp_down", "kv", "mlp_down", "attention", "mlp", "attention+mlp_down", "all_linear")
 
 
 @dataclass
@@ -25,6 +29,10 @@ class IA3(PeftMethod):
         targets = dims.targets(mcfg.target_modules)
         down = set(mlp_down(dims.linears, list(targets)))
         return sum(i if name in down else o for name, (i, o) in targets.items())
+
+    @classmethod
+    def budget_candidates(cls, mcfg, dims):
+        return knob_grid(("target_modules", preferred_first(mcfg.target_modules, BUDGET_TARGETS)))
 
     def describe(self, model, targets) -> dict:
         self._feedforward = mlp_down(linear_shapes(model), targets)

@@ -7,7 +7,8 @@ from dataclasses import dataclass
 
 from harness.errors import HarnessError
 from harness.methods import register
-from harness.methods.base import ApplyContext, Knob, MethodConfig, check_dropout, check_rank
+from harness.methods.base import (BUDGET_RANKS, ApplyContext, Knob, MethodConfig, check_dropout, check_rank,
+                                  knob_grid, preferred_first)
 from harness.methods.peft_bridge import PeftBridge
 from harness.methods.targets import check_rank_fits
 
@@ -34,6 +35,16 @@ LORA_KNOBS = (Knob("r", "r{}"), Knob("alpha", "a{:g}"), Knob("target_modules"), 
               Knob("use_dora", "dora", quiet=True), Knob("dropout", "drop{:g}", quiet=True))
 
 
+# Target presets a budget solver may move LoRA-shaped methods over (kv adapts as many parameters as qv).
+BUDGET_TARGETS = ("all_linear", "attention", "mlp", "mlp_down", "qv")
+
+
+def rank_and_targets(mcfg, ranks=BUDGET_RANKS, rank_knob: str = "r"):
+    """Budget candidates of a rank x target-preset method: the preset's targets first (they win a
+    tie), each over `ranks`."""
+    return knob_grid(("target_modules", preferred_first(mcfg.target_modules, BUDGET_TARGETS)), (rank_knob, ranks))
+
+
 def lora_param_count(r: int, dims, target_modules: str, dora: bool = False) -> int:
     """r(in + out) per adapted linear (A: r x in, B: out x r); DoRA adds one magnitude per output."""
     return sum(r * (i + o) + (o if dora else 0) for i, o in dims.targets(target_modules).values())
@@ -49,6 +60,11 @@ class Lora(PeftBridge):
     @classmethod
     def adapter_param_count(cls, mcfg, dims) -> int:
         return lora_param_count(mcfg.r, dims, mcfg.target_modules, dora=mcfg.use_dora)
+
+    @classmethod
+    def budget_candidates(cls, mcfg, dims):
+        """Rank and target preset (DoRA, the LoRA inits and LoRI-D inherit it)."""
+        return rank_and_targets(mcfg)
 
     @classmethod
     def in_lora_lr_ratio(cls, method: dict) -> bool:

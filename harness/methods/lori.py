@@ -19,7 +19,7 @@ from omegaconf import OmegaConf
 
 from harness.errors import HarnessError
 from harness.methods import register
-from harness.methods.base import ApplyContext, Knob, MethodConfig
+from harness.methods.base import ApplyContext, Knob, MethodConfig, knob_grid, preferred_first
 from harness.methods.lora import Lora, LoraMethodConfig, check_lora_knobs
 
 EXPORT_DIR = "lori"
@@ -95,6 +95,15 @@ class LoriSConfig(MethodConfig):
     source_run: Optional[str] = None  # run directory of a finished lori_d run
     sparsity: float = 0.9
     lr_ratio: float = 10.0  # LR = lr_ratio x the lori_d run's LR (the paper: 10x)
+
+
+# Sparsities a budget solver may choose among for LoRI-S (the paper's is 0.9).
+BUDGET_SPARSITIES = (0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.925, 0.95, 0.97, 0.98, 0.99)
+
+
+def _kept(sparsity: float, entries: int) -> int:
+    """Entries of B a mask of `sparsity` keeps: as LoriD.on_train_end computes it."""
+    return max(1, int(round((1 - sparsity) * entries)))
 
 
 def _source_record(mcfg) -> dict:
@@ -186,6 +195,45 @@ class LoriS(Lora):
         """As its lori_d run's B (r and targets come from there); the mask zeroes entries, it
         removes no parameters (the record's `nonzero` counts those)."""
         return _b_only_count(_source_lora_knobs(mcfg), dims)
+
+    # Matched on its mask's non-zero entries: B is dense in memory (r x out trains, which is what
+    # adapter_param_count and every record's `adapter` say) but only (1 - s) of it can move.
+    budget_counts = "nonzero"
+    lr_knob = "lr_ratio"  # its LR is a multiple of its lori_d run's (conf/sweep/lori.yaml)
+
+    @classmethod
+    def budget_candidates(cls, mcfg, dims):
+        """Sparsity only: r and targets are the lori_d run's."""
+        return knob_grid(("sparsity", preferred_first(mcfg.sparsity, BUDGET_SPARSITIES)))
+
+    @classmethod
+    def budget_count(cls, mcfg, dims) -> int:
+        """Entries the mask keeps, (1 - s) x the source's r x out (its non-zero count after training)."""
+        return _kept(mcfg.sparsity, _b_only_count(cls._planned_source(mcfg), dims))
+
+    @classmethod
+    def planned_adapter_count(cls, mcfg, dims) -> int:
+        return _b_only_count(cls._planned_source(mcfg), dims)
+
+    @classmethod
+    def budget_source(cls, chosen):
+        """A budget-matched sweep first runs lori_d at its preset, exporting the mask of every
+        sparsity chosen (the default source_run then finds that run in the sweep)."""
+        return LoriD.kind, {"mask_sparsities": sorted({knobs["sparsity"] for knobs in chosen})}
+
+    @classmethod
+    def _planned_source(cls, mcfg) -> LoraMethodConfig:
+        """The LoRA knobs of the source run: the finished run's when source_run names one, else
+        those of the lori_d preset, which is what budget_source launches (a plan is made before
+        that run exists)."""
+        source = OmegaConf.select(mcfg, "source_run", throw_on_resolution_failure=False) \
+            if OmegaConf.is_config(mcfg) else getattr(mcfg, "source_run", None)
+        if source and (Path(source) / "result.json").is_file():
+            d_method = json.loads((Path(source) / "result.json").read_text())["config"]["method"]
+        else:
+            from harness.config import method_preset
+            d_method = method_preset(LoriD.kind)
+        return LoraMethodConfig(**{k: d_method[k] for k in ("r", "alpha", "dropout", "target_modules")})
 
     @classmethod
     def validate_config(cls, mcfg, cfg) -> None:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from harness.errors import HarnessError
 from harness.methods import register
 from harness.methods.base import Knob, MethodConfig, check_dropout, check_rank
+from harness.methods.lora import rank_and_targets
 from harness.methods.peft_bridge import PeftBridge
 
 
@@ -27,6 +28,11 @@ class Miss(PeftBridge):
     @classmethod
     def adapter_param_count(cls, mcfg, dims) -> int:
         return sum(mcfg.r * o for _, o in dims.targets(mcfg.target_modules).values())
+
+    @classmethod
+    def budget_candidates(cls, mcfg, dims):
+        """Rank and target preset, as LoRA."""
+        return rank_and_targets(mcfg)
 
     @classmethod
     def validate_config(cls, mcfg, cfg) -> None:

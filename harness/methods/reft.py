@@ -17,7 +17,8 @@ from dataclasses import dataclass
 
 from harness.errors import HarnessError
 from harness.methods import register
-from harness.methods.base import ApplyContext, Knob, Method, MethodConfig, check_dropout, check_rank
+from harness.methods.base import (BUDGET_RANKS, ApplyContext, Knob, Method, MethodConfig, check_dropout, check_rank,
+                                  preferred_first)
 
 VARIANTS = ("loreft", "noreft", "direft")
 ADAPTER = "reft"
@@ -128,6 +129,21 @@ class Reft(Method):
         n_layers = dims.num_layers if layers == "all" else len(layers)
         units = 1 if mcfg.tied_weights else (mcfg.prefix_positions > 0) + (mcfg.suffix_positions > 0)
         return n_layers * units * mcfg.r * (2 * dims.hidden_size + 1)
+
+    @classmethod
+    def budget_candidates(cls, mcfg, dims):
+        """Layers (all, every second one, the last), sides (the preset's positions, prefix only, or
+        the same number of prefix and suffix positions: with untied weights each side is a unit),
+        then rank. How many positions a side edits does not change the count, so it stays the
+        preset's; the preset's layers and sides come first and win a tie."""
+        n = dims.num_layers
+        layers = ("all",) if not n else ("all", ";".join(str(i) for i in range(0, n, 2)), str(n - 1))
+        width = max(mcfg.prefix_positions, mcfg.suffix_positions)
+        sides = preferred_first((mcfg.prefix_positions, mcfg.suffix_positions), ((width, 0), (width, width)))
+        for spec in preferred_first(mcfg.layers, layers):
+            for prefix, suffix in sides:
+                for r in BUDGET_RANKS:
+                    yield {"layers": spec, "prefix_positions": prefix, "suffix_positions": suffix, "r": r}
 
     @classmethod
     def validate_config(cls, mcfg, cfg) -> None:

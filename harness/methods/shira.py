@@ -8,6 +8,7 @@ from typing import Optional
 from harness.errors import HarnessError
 from harness.methods import register
 from harness.methods.base import Knob, MethodConfig, check_rank
+from harness.methods.lora import rank_and_targets
 from harness.methods.peft_bridge import PeftBridge
 
 
@@ -28,6 +29,11 @@ class Shira(PeftBridge):
     @classmethod
     def adapter_param_count(cls, mcfg, dims) -> int:
         return sum(mcfg.r * (i + o) for i, o in dims.targets(mcfg.target_modules).values())
+
+    @classmethod
+    def budget_candidates(cls, mcfg, dims):
+        """Rank (entries as LoRA has at that rank) and target preset."""
+        return rank_and_targets(mcfg)
 
     @classmethod
     def validate_config(cls, mcfg, cfg) -> None:

@@ -3,9 +3,14 @@
 from dataclasses import dataclass
 
 from harness.methods import register
-from harness.methods.base import ApplyContext, Knob, MethodConfig, check_dropout, check_rank
+from harness.methods.base import BUDGET_RANKS, ApplyContext, Knob, MethodConfig, check_dropout, check_rank
+from harness.methods.lora import rank_and_targets
 from harness.methods.peft_base import PeftMethod
 from harness.methods.targets import check_rank_fits
+
+
+# VeRA's rank may exceed a layer's width (check_against_model): the paper runs r=1024 on 768 wide layers.
+VERA_BUDGET_RANKS = BUDGET_RANKS + (384, 512, 768, 1024)
 
 
 @dataclass
@@ -27,6 +32,12 @@ class Vera(PeftMethod):
     def adapter_param_count(cls, mcfg, dims) -> int:
         """d (r) and b (out) per target; the shared random projections are frozen."""
         return sum(mcfg.r + out for _, out in dims.targets(mcfg.target_modules).values())
+
+    @classmethod
+    def budget_candidates(cls, mcfg, dims):
+        """Rank (the r trained entries of d per module) and target preset, which sets how many
+        output vectors b train: sum(out) is the count's floor at any rank."""
+        return rank_and_targets(mcfg, ranks=VERA_BUDGET_RANKS)
 
     @classmethod
     def validate_config(cls, mcfg, cfg) -> None:
