@@ -5,6 +5,7 @@ says its budget and reports the adapter count the plan predicted."""
 
 import json
 
+import pandas as pd
 import pytest
 
 from conftest import cli, cli_in_process, compose
@@ -164,3 +165,10 @@ def test_a_budget_matched_sweep_records_its_budget_and_the_predicted_count(use_m
         if match.counts == "nonzero":
             assert record["params"]["nonzero"] == match.count
     assert by_label["lori_d"]["config"]["method"]["budget"] is None  # launched for LoRI-S, not matched
+
+    # the analysis shows each configuration's budget (and none for the lori_d run it continued)
+    from harness import analysis
+    report = analysis.build([tmp_path], "budget")
+    budgets = dict(zip(report.table["method"], report.table["budget"]))
+    assert budgets["lora"] == budgets["loreft"] == budgets["lori_s"] == 1000 and pd.isna(budgets["lori_d"])
+    assert "budget 1.0k: " in report.markdown

@@ -114,6 +114,7 @@ def _config_row(runs: pd.DataFrame, best: pd.Series) -> dict:
     edge = lr_edge(mine["lr"].dropna(), best["lr"])
     return {
         CONFIG_KEY: best[CONFIG_KEY], **{c: best[c] for c in DISPLAY_COLUMNS},
+        "budget": first.get("budget"),
         "adapter_params": int(first["adapter_params"]), "head_params": int(first["head_params"]),
         # stored/nonzero can differ per seed (AdaLoRA's final ranks): mean over the seeds shown
         "stored_params": ok["stored_params"].astype(float).mean(),
@@ -132,7 +133,11 @@ def _config_row(runs: pd.DataFrame, best: pd.Series) -> dict:
 def config_table(runs: pd.DataFrame) -> pd.DataFrame:
     """One row per configuration (config_id), at its best LR."""
     table = pd.DataFrame([_config_row(runs, b) for _, b in best_lrs(runs).iterrows()])
-    return table.sort_values(["task", "adapter_params", "label"]).reset_index(drop=True) if len(table) else table
+    if not len(table):
+        return table
+    if table["budget"].isna().all():  # no budget-matched runs: the column would say nothing
+        return table.drop(columns="budget").sort_values(["task", "adapter_params", "label"]).reset_index(drop=True)
+    return table.sort_values(["task", "budget", "adapter_params", "label"]).reset_index(drop=True)
 
 
 # ---- cost-aware Pareto fronts ---------------------------------------------------------------------
@@ -405,7 +410,8 @@ def _table_lines(table: pd.DataFrame) -> list:
              " baseline | seeds | best LR (x FullFT) | train s | peak MB | flags |", "|" + "---|" * 16]
     for _, r in table.iterrows():
         sd = "" if np.isnan(r["metric_sd"]) else f" ± {r['metric_sd']:.3f}"
-        lines.append(f"| {r['task']} | {r['method']} | {r['knobs']} | {_fmt_params(r['adapter_params'])} |"
+        knobs = r["knobs"] if pd.isna(r.get("budget")) else f"budget {_fmt_params(r['budget'])}: {r['knobs']}"
+        lines.append(f"| {r['task']} | {r['method']} | {knobs} | {_fmt_params(r['adapter_params'])} |"
                      f" {_fmt_params(r['stored_params'])} | {_fmt_params(r['nonzero_params'])} |"
                      f" {int(r['head_params'])} | {r['pct_of_base']:.3f} | {r['metric_name']} |"
                      f" {r['metric_mean']:.3f}{sd} | {_fmt(r['baseline_metric'])} | {r['seeds']} |"
