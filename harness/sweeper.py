@@ -270,11 +270,8 @@ class GridSweeper(Sweeper):
         stages = blocks if self.staged else [jobs]
         returns, lost, idx = [], [], 0
         for k, stage in enumerate(stages):
-            if k and _held_so_far(sweep_dir, invocation):
-                print(f"[sweep] stage {k + 1} of {len(stages)} not launched: jobs of an earlier stage are being run"
-                      " by another invocation and later stages need their results; run the sweep again once it"
-                      " has finished", flush=True)
-                break
+            if k:
+                _wait_for_held(sweep_dir, invocation, k + 1)
             for batch in _basic().split_overrides_to_chunks(stage, self.max_batch_size):
                 if not batch:
                     continue
@@ -301,8 +298,21 @@ class GridSweeper(Sweeper):
         return returns
 
 
-def _held_so_far(sweep_dir: Path, invocation: str) -> bool:
-    return any(e["outcome"] == "held" for e in sweep_log.read(sweep_dir / sweep_log.JOB_LOG, invocation))
+def _wait_for_held(sweep_dir: Path, invocation: str, stage: int) -> None:
+    """Before a later stage: wait until every earlier job this invocation left to another one is
+    released (finished, failed, or its process died: the OS drops the lock). The later stage needs
+    their results (LoRI-S chooses among finished LoRI-D runs), and waiting on running jobs costs
+    nothing, whereas stopping here left two invocations that finished together both stopping short."""
+    from harness.results import RunLock
+    held = sorted({e["dir"] for e in sweep_log.read(sweep_dir / sweep_log.JOB_LOG, invocation)
+                   if e["outcome"] == "held"})
+    if held:
+        print(f"[sweep] stage {stage} waits for {len(held)} job(s) of an earlier stage that another invocation"
+              " is running", flush=True)
+    for run_dir in held:
+        lock = RunLock(Path(run_dir))
+        if Path(run_dir).is_dir() and lock.acquire(wait_seconds=7 * 24 * 3600):
+            lock.release()
 
 
 def planned(name: str, overrides=()):

@@ -80,3 +80,19 @@ def test_a_file_system_without_locks_is_an_error_not_a_held_run(tmp_path, monkey
     monkeypatch.setattr(fcntl, "lockf", no_locks)
     with pytest.raises(HarnessError, match="does not support locks"):
         RunLock(tmp_path).acquire()
+
+
+def test_two_concurrent_invocations_of_a_staged_sweep_both_reach_the_later_stage(use_mirror, tmp_path):
+    """Tiny budget-matched sweep: stage 1 = LoRA, LoReFT, lori_d; stage 2 = LoRI-S on that lori_d run.
+    An invocation whose stage-1 jobs were left to the other waits for them instead of stopping, so
+    one pass of both leaves every job done (two finishing together once both stopped short)."""
+    from test_budget import RUN
+    sweep_dir = tmp_path / "staged"
+    env = {"HARNESS_DATA_DIR": str(use_mirror), "HARNESS_FAULT": "slow@200"}  # both hold stage-1 jobs
+    procs = [_start("+sweep=budget_matched", f"hydra.sweep.dir={sweep_dir}", *RUN, env=env) for _ in range(2)]
+    outs = [p.communicate(timeout=400) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [o[1][-1500:] for o in outs]
+    records = [json.loads(p.read_text()) for p in sweep_dir.glob("*/result.json")]
+    assert sorted(r["config"]["method"]["label"] for r in records) == ["lora", "loreft", "lori_d", "lori_s"]
+    assert all(r["status"] == "success" for r in records)
+    assert "not launched" not in "".join(o[0] for o in outs)
