@@ -83,6 +83,7 @@ def front(table: pd.DataFrame) -> pd.DataFrame:
 
 def markdown(table: pd.DataFrame) -> str:
     """The table's retention section ('' without retention)."""
+    from harness.analysis.tables import knobs_cell
     names = probes(table)
     if not names:
         return ""
@@ -91,7 +92,7 @@ def markdown(table: pd.DataFrame) -> str:
              "| task | method | knobs | probe | base (before) | after | drop | seeds |", "|" + "---|" * 8]
     for probe in names:
         for _, r in _per_probe(table, probe).iterrows():
-            lines.append(f"| {r['task']} | {r['method']} | {r['knobs']} | {probe} | {r['before_mean']:.4f} |"
+            lines.append(f"| {r['task']} | {r['method']} | {knobs_cell(r)} | {probe} | {r['before_mean']:.4f} |"
                          f" {_pm(r['after_mean'], r['after_sd'])} | {_pm(r['drop_mean'], r['drop_sd'], '+.4f')} |"
                          f" {r['seeds']} |")
     return "\n".join(lines) + "\n"

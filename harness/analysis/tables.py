@@ -353,12 +353,25 @@ def _scores_by_seed(ok: pd.DataFrame, best: pd.Series) -> pd.Series:
     return at_lr(ok, best[CONFIG_KEY], best["lr"]).set_index("seed")["metric"]
 
 
+def _comparison_groups(best: pd.DataFrame, runs: pd.DataFrame):
+    """(task, configurations compared with each other): per task; in a budget-matched sweep per
+    (task, budget), since only configurations matched to one budget make a fair pair. There, a
+    configuration with no budget (the lori_d run LoRI-S continues) is compared with nothing."""
+    budget = runs.drop_duplicates(CONFIG_KEY).set_index(CONFIG_KEY)["budget"] if "budget" in runs else None
+    if budget is None or budget.isna().all():
+        yield from best.groupby("task")
+        return
+    keyed = best.assign(_budget=best[CONFIG_KEY].map(budget))
+    for (task, _), group in keyed.dropna(subset=["_budget"]).groupby(["task", "_budget"]):
+        yield task, group.drop(columns="_budget")
+
+
 def paired(runs: pd.DataFrame) -> pd.DataFrame:
-    """Each configuration (at its best LR) minus the task's reference configuration, paired by
-    seed; p_holm adjusts the sign-flip p over every comparison of the table."""
+    """Each configuration (at its best LR) minus its group's reference configuration, paired by
+    seed (groups: _comparison_groups); p_holm adjusts the sign-flip p over every comparison."""
     best, ok = best_lrs(runs), succeeded(runs)
     rows = []
-    for task, group in best.groupby("task"):
+    for task, group in _comparison_groups(best, runs):
         ref = _reference(group)
         ref_scores = _scores_by_seed(ok, ref)
         for _, b in group[group[CONFIG_KEY] != ref[CONFIG_KEY]].iterrows():
@@ -370,6 +383,9 @@ def paired(runs: pd.DataFrame) -> pd.DataFrame:
     pairs = pd.DataFrame(rows)
     if len(pairs):
         pairs.insert(pairs.columns.get_loc("p_signflip") + 1, "p_holm", holm(pairs["p_signflip"]))
+        budget = runs.drop_duplicates(CONFIG_KEY).set_index(CONFIG_KEY).get("budget")
+        if budget is not None and budget.notna().any():  # budget-matched: say which budget each pair is at
+            pairs.insert(1, "budget", pairs[CONFIG_KEY].map(budget))
     return pairs
 
 
@@ -405,13 +421,18 @@ def _ratio_lines(ratio: Optional[dict]) -> list:
     return [head] + (per_task if len(per_task) > 1 else [])
 
 
+def knobs_cell(row: pd.Series) -> str:
+    """A configuration's knobs as tables show them, led by its budget where it was budget-matched."""
+    budget = row.get("budget")
+    return row["knobs"] if budget is None or pd.isna(budget) else f"budget {_fmt_params(budget)}: {row['knobs']}"
+
+
 def _table_lines(table: pd.DataFrame) -> list:
     lines = ["| task | method | knobs | adapter params | stored | nonzero | head | % of base | metric | mean ± sd |"
              " baseline | seeds | best LR (x FullFT) | train s | peak MB | flags |", "|" + "---|" * 16]
     for _, r in table.iterrows():
         sd = "" if np.isnan(r["metric_sd"]) else f" ± {r['metric_sd']:.3f}"
-        knobs = r["knobs"] if pd.isna(r.get("budget")) else f"budget {_fmt_params(r['budget'])}: {r['knobs']}"
-        lines.append(f"| {r['task']} | {r['method']} | {knobs} | {_fmt_params(r['adapter_params'])} |"
+        lines.append(f"| {r['task']} | {r['method']} | {knobs_cell(r)} | {_fmt_params(r['adapter_params'])} |"
                      f" {_fmt_params(r['stored_params'])} | {_fmt_params(r['nonzero_params'])} |"
                      f" {int(r['head_params'])} | {r['pct_of_base']:.3f} | {r['metric_name']} |"
                      f" {r['metric_mean']:.3f}{sd} | {_fmt(r['baseline_metric'])} | {r['seeds']} |"
@@ -445,7 +466,8 @@ def _paired_lines(pairs: pd.DataFrame) -> list:
               f" 95% bootstrap CI (n ≥ {BOOTSTRAP_MIN_N}) |", "|" + "---|" * 9]
     for _, p in pairs.iterrows():
         diff = f"{p['mean_diff']:+.3f}" if p["n"] else ""
-        lines.append(f"| {p['task']} | {p['label']} | {p['reference']} | {p['n']} | {diff} | {_pair_cells(p)} |")
+        label = p["label"] if pd.isna(p.get("budget")) else f"budget {_fmt_params(p['budget'])}: {p['label']}"
+        lines.append(f"| {p['task']} | {label} | {p['reference']} | {p['n']} | {diff} | {_pair_cells(p)} |")
     return lines
 
 
