@@ -172,3 +172,17 @@ def test_a_budget_matched_sweep_records_its_budget_and_the_predicted_count(use_m
     budgets = dict(zip(report.table["method"], report.table["budget"]))
     assert budgets["lora"] == budgets["loreft"] == budgets["lori_s"] == 1000 and pd.isna(budgets["lori_d"])
     assert "budget 1.0k: " in report.markdown
+
+
+def test_budget_matched_configurations_are_paired_only_within_their_budget():
+    """The committed budget-matched study: every paired comparison is between two configurations
+    matched to the same budget, and the lori_d run LoRI-S continued (no budget) is compared with none."""
+    from conftest import REPO
+    from harness import analysis
+    report = analysis.build([REPO / "results" / "budget_matched" / "runs"], "budget_matched")
+    budget = report.table.set_index("config_id")["budget"]
+    pairs = report.pairs
+    assert len(pairs) and set(pairs["budget"]) == {12000, 40000}
+    assert (pairs["config_id"].map(budget) == pairs["reference_config_id"].map(budget)).all()
+    lori_d = report.table.loc[report.table["method"] == "lori_d", "config_id"]
+    assert not set(lori_d) & (set(pairs["config_id"]) | set(pairs["reference_config_id"]))
