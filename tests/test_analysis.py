@@ -291,6 +291,25 @@ def test_loss_at_prior_flag_in_the_table(tmp_path):
 
 # ---- LR analysis ----------------------------------------------------------------------------------------
 
+def test_lrs_are_compared_on_the_seeds_they_share(tmp_path):
+    """Tune on seed 1, then seeds 2-3 at the chosen LR only: LRs are ranked on seed 1 alone, so the
+    chosen LR keeps its place even when its later seeds are worse than a neighbour's single seed."""
+    d = tmp_path / "tuned"
+    for mult, select in ((0.3, 0.70), (1, 0.80), (3, 0.78)):
+        _record(d / f"fullft-{mult}-1", method="fullft", kind="fullft", lr_mult=mult, seed=1, select=select,
+                report=select, adapter=20_000_000)
+    for seed, select in ((2, 0.72), (3, 0.74)):  # the 3-seed mean at 1x (0.753) is below 3x's 0.78
+        _record(d / f"fullft-1-{seed}", method="fullft", kind="fullft", lr_mult=1, seed=seed, select=select,
+                report=select, adapter=20_000_000)
+    runs, table = _build_table(d)
+    full = table.iloc[0]
+    assert full["best_lr"] == pytest.approx(BASE_LR) and full["seeds"] == 3
+    assert full["metric_mean"] == pytest.approx((0.80 + 0.72 + 0.74) / 3)
+    curves = tables.lr_curves(runs).set_index("lr_multiple")
+    assert curves.loc[1, "tune_seeds"] == 1 and curves.loc[1, "tune_mean"] == pytest.approx(0.80)
+    assert "3 tried, tuned on 1 seed)" in analysis.build([d]).markdown
+
+
 def test_best_lr_on_the_grid_edge_is_flagged(tmp_path):
     d = tmp_path / "edge"
     for seed in (1, 2):

@@ -2,8 +2,11 @@
 comparisons, and the list of failed runs. Everything groups by `config_id`; `label` is display.
 
 Selection rule: for each configuration, the best LR is the one with the highest mean *selection*
-score over seeds (the protocol's select part under split_val); the reported metric (mean ± sd over
-seeds) is then read at that LR. Failed runs never enter a mean: a configuration and LR with a
+score over its tuning seeds (the protocol's select part under split_val); the reported metric (mean
+± sd over all seeds) is then read at that LR. The tuning seeds are those run at every LR of the
+configuration: all of them in a full grid; seed 1 alone when a study tunes on seed 1 and then runs
+further seeds at the chosen LR only, so LRs are always compared on the same seeds (a 3-seed mean
+against single-seed neighbours would favour whichever LR had the lucky draw). Failed runs never enter a mean: a configuration and LR with a
 failed seed is marked, and the failures are listed apart. An optimum on the smallest or largest LR
 tried is flagged (`lr_edge`): the true optimum may lie outside the grid.
 
@@ -65,15 +68,38 @@ def lr_curves(runs: pd.DataFrame) -> pd.DataFrame:
                          metric_mean=("metric", "mean"), metric_sd=("metric", "std"),
                          baseline_metric=("baseline_metric", "mean"), seeds=("seed", "nunique")).reset_index()
     curves["lrs"] = curves.groupby(CONFIG_KEY)["lr"].transform("size")
+    tuning = ok[[s in _tuning_seeds(runs).get(c, ()) for c, s in zip(ok[CONFIG_KEY], ok["seed"])]]
+    tuned = tuning.groupby([CONFIG_KEY, "lr"], dropna=False).agg(
+        tune_mean=("select_score", "mean"), tune_seeds=("seed", "nunique")).reset_index()
+    curves = curves.merge(tuned, on=[CONFIG_KEY, "lr"], how="left")
+    curves["tune_mean"] = curves["tune_mean"].fillna(curves["select_mean"])  # no shared seed: all seeds
+    curves["tune_seeds"] = curves["tune_seeds"].fillna(curves["seeds"]).astype(int)
     return curves
 
 
+def _tuning_seeds(runs: pd.DataFrame) -> dict:
+    """Per configuration, the seeds attempted (failed or not) at every one of its LRs; a
+    configuration with no such seed maps to all its seeds."""
+    out = {}
+    for config_id, mine in runs.dropna(subset=["lr"]).groupby(CONFIG_KEY):
+        per_lr = [set(g["seed"]) for _, g in mine.groupby("lr")]
+        shared = set.intersection(*per_lr)
+        out[config_id] = shared or set(mine["seed"])
+    return out
+
+
 def best_lrs(runs: pd.DataFrame) -> pd.DataFrame:
-    """One row of lr_curves per configuration: its LR with the best mean selection score (ties:
-    the smaller LR)."""
-    curves = lr_curves(runs).dropna(subset=["select_mean"])
-    ranked = curves.sort_values(["select_mean", "lr"], ascending=[False, True], kind="stable")
+    """One row of lr_curves per configuration: its LR with the best mean selection score over the
+    tuning seeds (ties: the smaller LR)."""
+    curves = lr_curves(runs).dropna(subset=["tune_mean"])
+    ranked = curves.sort_values(["tune_mean", "lr"], ascending=[False, True], kind="stable")
     return ranked.drop_duplicates(CONFIG_KEY).sort_values(["task", CONFIG_KEY]).reset_index(drop=True)
+
+
+def _tuned_on(row) -> str:
+    """', tuned on 1 seed' when fewer seeds chose the LR than are reported at it; '' in a full grid."""
+    k = row.get("tuning_seeds")
+    return f", tuned on {k} seed{'s' if k > 1 else ''}" if k and k < row["seeds"] else ""
 
 
 def lr_edge(lrs_tried, best_lr: float) -> str:
@@ -124,6 +150,7 @@ def _config_row(runs: pd.DataFrame, best: pd.Series) -> dict:
         "baseline_metric": ok["baseline_metric"].astype(float).mean(), "at_baseline": int(ok["at_baseline"].sum()),
         "seeds": ok["seed"].nunique(), "best_lr": best["lr"], "lr_multiple_of_fullft": best["lr_multiple"],
         "lrs_tried": mine["lr"].nunique(), "lr_edge": edge, "select_mean": best["select_mean"],
+        "tuning_seeds": int(best["tune_seeds"]),
         "train_seconds": ok["train_seconds"].mean(), "peak_memory_mb": ok["peak_memory_mb"].mean(),
         "flags": _flags(ok, mine[mine["status"] != "success"], edge),
         **retention.table_columns(ok),  # mean/sd of each probe's before, after, drop (when recorded)
@@ -436,7 +463,7 @@ def _table_lines(table: pd.DataFrame) -> list:
                      f" {_fmt_params(r['stored_params'])} | {_fmt_params(r['nonzero_params'])} |"
                      f" {int(r['head_params'])} | {r['pct_of_base']:.3f} | {r['metric_name']} |"
                      f" {r['metric_mean']:.3f}{sd} | {_fmt(r['baseline_metric'])} | {r['seeds']} |"
-                     f" {r['best_lr']:.2e} ({r['lr_multiple_of_fullft']:g}x; {r['lrs_tried']} tried) |"
+                     f" {r['best_lr']:.2e} ({r['lr_multiple_of_fullft']:g}x; {r['lrs_tried']} tried{_tuned_on(r)}) |"
                      f" {r['train_seconds']:.0f} | {r['peak_memory_mb']:.0f} | {r['flags']} |")
     return lines
 

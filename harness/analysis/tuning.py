@@ -78,11 +78,12 @@ def expected_max_table(curves: pd.DataFrame) -> pd.DataFrame:
     """COLUMNS, one row per configuration and n, from `tables.lr_curves` (one row per configuration
     and LR, seed means). Trials without a selection or report score are left out, so N counts the
     trials that can be ranked."""
-    usable = curves.dropna(subset=["select_mean", "metric_mean", "lr"])
+    usable = curves.dropna(subset=["tune_mean", "metric_mean", "lr"])
     parts = []
     for cid, trials in usable.groupby(CONFIG_KEY, sort=False):
         trials = trials.sort_values("lr", kind="stable")  # the smaller LR wins a tie, as in best_lrs
-        part = curve(trials["select_mean"].to_numpy(), trials["metric_mean"].to_numpy())
+        # ranked on the tuning seeds' mean, as best_lrs ranks them (all seeds in a full grid)
+        part = curve(trials["tune_mean"].to_numpy(), trials["metric_mean"].to_numpy())
         first = trials.iloc[0]
         parts.append(part.assign(**{CONFIG_KEY: cid, "task": first["task"], "label": first["label"],
                                     "metric_name": first["metric_name"]}))
