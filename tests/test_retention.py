@@ -2,6 +2,7 @@
 adapter attached, the record and events a run writes, resume, bad input, and the analysis."""
 
 import json
+import math
 import shutil
 
 import numpy as np
@@ -228,12 +229,12 @@ def test_a_probe_whose_data_is_missing_stops_the_run_before_training(mirror, tmp
 
 # -- analysis ---------------------------------------------------------------------------------------
 
-def _record(run_dir, *, label, seed, metric, after, stored, before=0.80):
+def _record(run_dir, *, label, seed, metric, after, stored, before=0.80, kind="lora"):
     from harness.results import config_identity
     run_dir.mkdir(parents=True)
     config = {"task": {"name": "sst2"}, "model": {"name": "minilm"}, "eval": {"retention": ["sts_embedding"]},
               "train": {"base_lr": 5e-5, "max_steps": 40, "seed": seed},
-              "method": {"label": label, "kind": "lora", "lr_multiplier": 10, "r": stored // 1000}}
+              "method": {"label": label, "kind": kind, "lr_multiplier": 10, "r": stored // 1000}}
     record = {"run_id": f"{label}-{seed}", "config_id": config_identity(config), "status": "success", "seed": seed,
               "report_metric": "accuracy", "metrics": {"accuracy": metric}, "evaluation": {"protocol": "last"},
               "params": {"adapter": stored, "head": 10, "trainable": stored + 10, "stored": stored, "nonzero": stored,
@@ -277,3 +278,38 @@ def test_analysis_columns_plot_and_front(tmp_path):
     assert not any(c.startswith("retention_") for c in plain.table) and "## Retention" not in plain.markdown
     analysis.write(plain, tmp_path / "out", with_records=False)
     assert not (tmp_path / "out" / "retention.png").exists()  # the earlier analysis's copy is removed
+
+
+def test_spearman_and_its_interval_by_hand():
+    from harness.analysis.retention_stats import spearman
+    out = spearman([1, 2, 3, 4, 5], [2, 1, 4, 3, 5])
+    assert out["rho"] == pytest.approx(1 - 6 * 4 / (5 * 24))  # sum of squared rank differences = 4: 0.8
+    half = 1.959964 * math.sqrt((1 + 0.8 ** 2 / 2) / 2)  # Bonett-Wright standard error, n - 3 = 2
+    assert (out["ci95_low"], out["ci95_high"]) == pytest.approx((math.tanh(math.atanh(0.8) - half),
+                                                                 math.tanh(math.atanh(0.8) + half)), abs=1e-5)
+    # of the 120 orderings, 8 have rho >= 0.8 (identity, 4 adjacent swaps, 3 pairs of disjoint ones), 8 <= -0.8
+    assert out["p_permutation"] == pytest.approx(16 / 120)
+    assert np.isnan(spearman([1, 2, 3], [1, 2, 3])["rho"])  # too few configurations for an interval
+
+
+def test_learns_less_forgets_less_is_paired_by_seed_against_full_finetuning(tmp_path):
+    from harness import analysis
+    sweep = tmp_path / "sweep"
+    for seed, (full_metric, lo_metric, lo_after) in enumerate(((0.90, 0.85, 0.75), (0.91, 0.86, 0.76),
+                                                               (0.92, 0.86, 0.74)), start=1):
+        _record(sweep / f"full{seed}", label="full", kind="fullft", seed=seed, metric=full_metric, after=0.50,
+                stored=20000)
+        _record(sweep / f"lo{seed}", label="lo", seed=seed, metric=lo_metric, after=lo_after, stored=2000)
+        _record(sweep / f"mid{seed}", label="mid", seed=seed, metric=0.88, after=0.60 + seed / 100, stored=5000)
+    report = analysis.build([sweep])
+    pairs = report.retention_pairs.set_index("method")
+    assert set(pairs.index) == {"lo", "mid"} and set(pairs["reference"]) == {"full"}
+    lo = pairs.loc["lo"]
+    assert lo["n"] == 3 and lo["score_diff"] == pytest.approx(-(0.05 + 0.05 + 0.06) / 3)
+    assert lo["drop_diff"] == pytest.approx(-(0.25 + 0.26 + 0.24) / 3) and lo["drop_ci95_high"] < 0
+    assert lo["drop_p_signflip"] == pytest.approx(2 / 8)  # every sign the same: the exact minimum at n = 3
+    assert "| lo | r2 | full | 3 |" in report.markdown and "yes (both intervals below 0)" in report.markdown
+    trade = report.tradeoff.iloc[0]
+    assert trade["configs"] == 3 and np.isnan(trade["rho"])  # 3 configurations: no interval, said as such
+    written = {p.name for p in analysis.write(report, tmp_path / "out", with_records=False)}
+    assert {"retention_paired.csv", "retention_tradeoff.csv"} <= written

@@ -3,7 +3,8 @@ pareto.png, lr_sweep.png, loss_curves.png, ranks.png and study.json (commands, g
 pareto_cost.png + pareto_front.csv (score against params, train seconds and peak memory) and
 expected_max.png/.csv (tuning-budget curves, harness.analysis.tuning; only when a configuration has
 >= 2 LRs); retention.png + retention_front.csv (gain vs retention, harness.analysis.retention;
-only when the records have retention probes).
+only when the records have retention probes) + retention_paired.csv and retention_tradeoff.csv
+(does a method that learns less forget less? harness.analysis.retention_stats).
 
 `params` picks the Pareto plot's x axis: `trainable` (default) = adapter parameters trainable at
 init, head excluded. It is the default because it is the budget a method's config fixes and the
@@ -20,7 +21,7 @@ from typing import Dict, List
 
 import pandas as pd
 
-from harness.analysis import figures, retention, tables, tuning
+from harness.analysis import figures, retention, retention_stats, tables, tuning
 from harness.analysis.load import load_runs
 from harness.sweep_log import INVOCATIONS, read
 
@@ -44,6 +45,8 @@ class Report:
     fronts: pd.DataFrame = None  # pareto_front.csv
     expected_max: pd.DataFrame = None  # expected_max.csv (tuning-budget curves)
     skipped: Dict[str, str] = field(default_factory=dict)  # figure -> why it was not drawn
+    retention_pairs: pd.DataFrame = None  # retention_paired.csv (each configuration vs FullFT, by seed)
+    tradeoff: pd.DataFrame = None  # retention_tradeoff.csv (rho of task score and drop)
 
 
 def _study(sweep_dirs, runs: pd.DataFrame) -> dict:
@@ -92,6 +95,8 @@ def build(sweep_dirs, name: str = None, params: str = "trainable") -> Report:
     report.markdown = tables.markdown(table, report.pairs, report.failed, report.ratio, f"Sweep: {name}", notes)
     report.markdown += retention.markdown(table)  # only when the records have retention
     best, styles = tables.best_lrs(runs), figures.config_styles(runs["label"])  # one style per configuration
+    report.retention_pairs, report.tradeoff = retention_stats.paired(runs, best), retention_stats.tradeoff(table)
+    report.markdown += retention_stats.markdown(report.retention_pairs, report.tradeoff)
     report.fronts = tables.cost_fronts(table, figures.PARAM_AXES[params][0])
     report.expected_max = tuning.expected_max_table(curves)
     report.figures = {"pareto": figures.pareto(table, params, styles),
@@ -163,4 +168,5 @@ def write(report: Report, out_dir: Path, with_records: bool = True) -> List[Path
         report.figures[key].savefig(path, dpi=120)
         written.append(path)
     written += retention.write(report.table, report.figures, out_dir)  # retention.png, retention_front.csv
+    written += retention_stats.write(report.retention_pairs, report.tradeoff, out_dir)
     return written
