@@ -1,5 +1,7 @@
 """Sweep directories -> results/<sweep>/: table.md/.csv, runs.csv, paired.csv, failed.csv,
 pareto.png, lr_sweep.png, loss_curves.png, ranks.png and study.json (commands, git SHA, wall time);
+plateau.csv + select_curves.png (selection score over steps at the best LR, and whether it was still
+rising at the last evaluation: harness.analysis.plateau);
 pareto_cost.png + pareto_front.csv (score against params, train seconds and peak memory) and
 expected_max.png/.csv (tuning-budget curves, harness.analysis.tuning; only when a configuration has
 >= 2 LRs); retention.png + retention_front.csv (gain vs retention, harness.analysis.retention;
@@ -21,11 +23,11 @@ from typing import Dict, List
 
 import pandas as pd
 
-from harness.analysis import figures, retention, retention_stats, tables, tuning
+from harness.analysis import figures, plateau, retention, retention_stats, tables, tuning
 from harness.analysis.load import load_runs
 from harness.sweep_log import INVOCATIONS, read
 
-FIGURES = ("pareto", "lr_sweep", "loss_curves", "ranks", "pareto_cost", "expected_max")
+FIGURES = ("pareto", "lr_sweep", "loss_curves", "select_curves", "ranks", "pareto_cost", "expected_max")
 
 
 @dataclass
@@ -47,6 +49,7 @@ class Report:
     skipped: Dict[str, str] = field(default_factory=dict)  # figure -> why it was not drawn
     retention_pairs: pd.DataFrame = None  # retention_paired.csv (each configuration vs FullFT, by seed)
     tradeoff: pd.DataFrame = None  # retention_tradeoff.csv (rho of task score and drop)
+    plateaus: pd.DataFrame = None  # plateau.csv (gain over the last evaluation interval)
 
 
 def _study(sweep_dirs, runs: pd.DataFrame) -> dict:
@@ -97,12 +100,19 @@ def build(sweep_dirs, name: str = None, params: str = "trainable") -> Report:
     best, styles = tables.best_lrs(runs), figures.config_styles(runs["label"])  # one style per configuration
     report.retention_pairs, report.tradeoff = retention_stats.paired(runs, best), retention_stats.tradeoff(table)
     report.markdown += retention_stats.markdown(report.retention_pairs, report.tradeoff)
+    report.plateaus = plateau.table(runs, best)
+    report.markdown += plateau.markdown(report.plateaus)
     report.fronts = tables.cost_fronts(table, figures.PARAM_AXES[params][0])
     report.expected_max = tuning.expected_max_table(curves)
     report.figures = {"pareto": figures.pareto(table, params, styles),
                       "lr_sweep": figures.lr_sweep(curves, report.ratio, styles),
                       "loss_curves": figures.loss_curves(runs, best, styles), "ranks": figures.ranks(runs),
                       "pareto_cost": figures.pareto_cost(table, params, styles)}
+    select_curves = plateau.figure(plateau.curves(runs, best), styles)
+    if select_curves is None:
+        report.skipped["select_curves"] = "no configuration was evaluated at two or more steps"
+    else:
+        report.figures["select_curves"] = select_curves
     skip = tuning.skip_reason(report.expected_max)
     if skip:
         report.skipped["expected_max"] = skip
@@ -155,6 +165,7 @@ def write(report: Report, out_dir: Path, with_records: bool = True) -> List[Path
         put("lr_ratio.csv", report.ratio["per_config"].to_csv(index=False))
     put("study.json", json.dumps(report.study, indent=2) + "\n")
     put("pareto_front.csv", report.fronts.to_csv(index=False))
+    put("plateau.csv", report.plateaus.to_csv(index=False))
     if "expected_max" in report.skipped:
         for stale in ("expected_max.png", "expected_max.csv"):  # an earlier analysis's curves are not these runs'
             (out_dir / stale).unlink(missing_ok=True)
@@ -163,7 +174,8 @@ def write(report: Report, out_dir: Path, with_records: bool = True) -> List[Path
         put("expected_max.csv", report.expected_max.to_csv(index=False))
     for key in FIGURES:
         if key not in report.figures:
-            continue  # skipped, and said so above
+            (out_dir / f"{key}.png").unlink(missing_ok=True)  # skipped: an earlier analysis's copy is not these runs'
+            continue
         path = out_dir / f"{key}.png"
         report.figures[key].savefig(path, dpi=120)
         written.append(path)
