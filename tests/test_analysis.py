@@ -326,6 +326,22 @@ def test_best_lr_on_the_grid_edge_is_flagged(tmp_path):
     assert "a bound, not a fit" in analysis.build([d]).markdown
 
 
+def test_optimum_is_fitted_around_the_peak_not_over_the_whole_grid():
+    """A cliff at high LR (divergence, then the constant predictor) must not drag the vertex: the
+    parabola goes through the best LR and its two neighbours only (the three-point vertex formula of
+    successive parabolic interpolation, in log10 LR)."""
+    lrs, scores = [1, 3, 10, 30, 100], [0.79, 0.815, 0.837, 0.61, 0.51]
+    (x0, y0), (x1, y1), (x2, y2) = [(math.log10(lr), y) for lr, y in zip(lrs[1:4], scores[1:4])]
+    vertex = x1 - 0.5 * ((x1 - x0) ** 2 * (y1 - y2) - (x1 - x2) ** 2 * (y1 - y0)) / (
+        (x1 - x0) * (y1 - y2) - (x1 - x2) * (y1 - y0))
+    assert tables._optimum(lrs, scores) == pytest.approx(10 ** vertex)
+    assert 3 < 10 ** vertex < 10
+    global_a, global_b, _ = np.polyfit(np.log10(lrs), scores, 2)
+    assert 10 ** (-global_b / (2 * global_a)) < 3  # what a whole-grid fit would have said
+    assert tables._optimum([1, 3, 10], [0.9, 0.8, 0.7]) == 1  # on the edge: the grid point itself
+    assert tables._optimum([1, 3], [0.7, 0.8]) == 3
+
+
 def test_lr_ratio_has_a_t_interval_over_seeds(tmp_path):
     d = tmp_path / "ratio"
     best_lora = {1: 10, 2: 10, 3: 30}  # per-seed LoRA optima; FullFT's is 1x on every seed

@@ -91,7 +91,7 @@ def build(sweep_dirs, name: str = None, params: str = "trainable") -> Report:
     notes = [f"{s['succeeded']} of {s['runs']} runs succeeded; git {', '.join(sha[:10] for sha in s['git_shas'])}"
              + (" (uncommitted changes in some runs)" if s["any_dirty"] else "") + f"; device {', '.join(s['devices'])}",
              "metric = the task's report metric on the protocol's reported split; best LR chosen on the"
-             " selection split (mean over seeds); adapter params (trainable at init) and nonzero (after"
+             " selection split (mean over the seeds run at every LR); adapter params (trainable at init) and nonzero (after"
              " training) exclude the task head (shown apart); stored = the saved artifact, with a head copy"
              " where the method saves one; baseline = the constant predictor (majority class / mean target)"
              f" on the reported split; Pareto x axis: {params} parameters"]

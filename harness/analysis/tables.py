@@ -16,8 +16,8 @@ permutation p-value (all 2^n flips for n <= 16; with n seeds it can never be bel
 correction over the comparisons of one table, and a bootstrap interval only from 10 seeds on
 (below that the bootstrap's interval is too narrow: it resamples from a handful of values).
 
-LR ratio: the optimum of each configuration is fitted per seed (parabola in log10 LR when >= 3
-LRs, else the best grid point); the log of LoRA's optimum over FullFT's is taken per seed and a t
+LR ratio: the optimum of each configuration is fitted per seed (parabola in log10 LR through the
+best grid point and its two neighbours; the best grid point when it lies on the grid's edge); the log of LoRA's optimum over FullFT's is taken per seed and a t
 95% interval over seeds is reported on that log-ratio, then exponentiated. Only configurations
 with >= 2 LRs enter; with a single LR the ratio is "not measured".
 
@@ -218,16 +218,20 @@ def cost_fronts(table: pd.DataFrame, param_column: str) -> pd.DataFrame:
 # ---- the LoRA/FullFT optimal-LR ratio ------------------------------------------------------------
 
 def _optimum(lrs, scores) -> float:
-    """Best LR: vertex of a parabola in log10(LR) when >= 3 points give a concave fit inside the
-    grid, else the best grid point."""
-    lrs, scores = np.asarray(lrs, float), np.asarray(scores, float)
-    best = lrs[np.argmax(scores)]
-    if len(np.unique(lrs)) >= 3:
-        x = np.log10(lrs)
-        a, b, _ = np.polyfit(x, scores, 2)
-        if a < 0 and x.min() <= -b / (2 * a) <= x.max():
-            return float(10 ** (-b / (2 * a)))
-    return float(best)
+    """Best LR: vertex of the parabola in log10(LR) through the best grid point and its two
+    neighbours, else (best on the grid's edge, or fewer than 3 LRs) the best grid point. Local, not
+    a fit to the whole grid: an LR curve is far from a parabola (a cliff where training diverges, a
+    floor at the constant predictor), and a global fit lets those points drag the vertex away from
+    the peak (LoRA r1 on SST-2: 10x on the grid, 1.3x from a global fit)."""
+    order = np.argsort(np.asarray(lrs, float), kind="stable")
+    x, y = np.log10(np.asarray(lrs, float)[order]), np.asarray(scores, float)[order]
+    i = int(np.argmax(y))
+    if i == 0 or i == len(x) - 1:
+        return float(10 ** x[i])
+    a, b, _ = np.polyfit(x[i - 1:i + 2], y[i - 1:i + 2], 2)
+    if a >= 0:  # flat top (ties with a neighbour): no vertex to trust
+        return float(10 ** x[i])
+    return float(10 ** (-b / (2 * a)))  # between the neighbours: the middle point is the highest
 
 
 def optima_per_seed(runs: pd.DataFrame, config_id: str) -> pd.Series:
@@ -441,7 +445,7 @@ def _ratio_lines(ratio: Optional[dict]) -> list:
         return ["- LoRA/FullFT optimal-LR ratio: **not measured (single LR)**: FullFT or every LoRA"
                 " configuration ran one LR, so only the anchors' ratio is known (lr_ratio.csv, anchor_ratio)"]
     head = (f"- LoRA/FullFT optimal-LR ratio: **{ratio_text(ratio)}**; optimum fitted per seed on the selection"
-            f" split (parabola in log LR with >= 3 LRs, else the best LR), t interval over seeds on the"
+            f" split (parabola in log LR through the best LR and its two neighbours, else the best LR), t interval over seeds on the"
             f" log-ratio, pooled over {ratio['configs']} LoRA configuration(s) with >= 2 LRs"
             f"{_edge_note(ratio['per_config'])}")
     per_task = [f"  - {task}: {ratio_text(summary)}" for task, summary in ratio["per_task"].items()]
