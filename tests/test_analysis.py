@@ -141,6 +141,22 @@ def test_cli_writes_every_file(sweep, tmp_path):
     assert again.table.equals(analysis.build([sweep]).table)
 
 
+def test_records_copied_from_several_sweeps_keep_every_sweeps_commands(sweep, tmp_path):
+    """Two sweep directories analysed together: runs/invocations.jsonl holds both sweeps' lines,
+    not only the last one's, so the committed study still names every command that made it."""
+    import shutil
+    from harness.sweep_log import INVOCATIONS
+    other = tmp_path / "other"
+    shutil.copytree(sweep / "fullft-1-1", other / "fullft-1-1")
+    (sweep / INVOCATIONS).write_text('{"event": "start", "invocation": "a", "argv": ["x", "+sweep=one"], "jobs": 1}\n')
+    (other / INVOCATIONS).write_text('{"event": "start", "invocation": "b", "argv": ["x", "+sweep=two"], "jobs": 1}\n')
+    analysis.write(analysis.build([sweep, other]), tmp_path / "out")
+    lines = (tmp_path / "out" / "runs" / INVOCATIONS).read_text().splitlines()
+    assert [json.loads(ln)["invocation"] for ln in lines] == ["a", "b"]
+    analysis.write(analysis.build([sweep, other]), tmp_path / "out")  # again: no line twice
+    assert len((tmp_path / "out" / "runs" / INVOCATIONS).read_text().splitlines()) == 2
+
+
 def test_missing_sweep_is_a_one_line_error(tmp_path, capsys):
     from harness.analysis.__main__ import main
     assert main([str(tmp_path / "nope")]) == 2

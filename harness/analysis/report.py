@@ -140,9 +140,14 @@ def copy_records(report: Report, out_dir: Path) -> Path:
         for f in RECORD_COPY:
             if (Path(run_dir) / f).is_file():
                 shutil.copy2(Path(run_dir) / f, target / f)
-    for d in report.sweep_dirs:
-        if (Path(d) / INVOCATIONS).is_file() and Path(d).resolve() != runs_dir.resolve():
-            shutil.copy2(Path(d) / INVOCATIONS, runs_dir / INVOCATIONS)
+    # every sweep's commands, not the last one's: the union of their lines (and of a copy already there)
+    sources = [runs_dir] + [Path(d) for d in report.sweep_dirs if Path(d).resolve() != runs_dir.resolve()]
+    lines = []
+    for d in sources:
+        if (d / INVOCATIONS).is_file():
+            lines += [ln for ln in (d / INVOCATIONS).read_text().splitlines() if ln.strip() and ln not in lines]
+    if lines:
+        (runs_dir / INVOCATIONS).write_text("\n".join(lines) + "\n")
     return runs_dir
 
 
