@@ -36,14 +36,16 @@ def _sweep(tmp_path):
 
 def test_gain_over_the_last_interval_and_still_rising(tmp_path):
     runs = load_runs([_sweep(tmp_path)])
-    table = plateau.table(runs, tables.best_lrs(runs)).set_index("label")
+    best = tables.best_lrs(runs)
+    frames = plateau.seed_curves(runs, best)
+    table = plateau.table(best, frames).set_index("label")
     lora, full = table.loc["lora r8"], table.loc["fullft"]
     assert lora["gain_mean"] == pytest.approx((0.10 + 0.12 + 0.10) / 3) and lora["still_rising"]
     assert (lora["previous_step"], lora["last_step"], lora["evals"], lora["seeds"]) == (200, 300, 3, 3)
     assert full["gain_mean"] == pytest.approx((0.01 - 0.02 + 0.005) / 3) and not full["still_rising"]
     assert full["gain_ci95_low"] < 0 < full["gain_ci95_high"]
     assert full["best_step"] == 200 and full["last_mean"] == pytest.approx(np.mean([0.81, 0.80, 0.815]))
-    curves = plateau.curves(runs, tables.best_lrs(runs))
+    curves = plateau.curves(best, frames)
     assert len(curves) == 6 and set(curves["seeds"]) == {3}
 
 

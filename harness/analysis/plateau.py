@@ -42,11 +42,17 @@ def _seed_curves(runs: pd.DataFrame, best: pd.Series) -> pd.DataFrame:
     return frame.dropna() if len(frame.columns) else frame
 
 
-def curves(runs: pd.DataFrame, best: pd.DataFrame) -> pd.DataFrame:
+def seed_curves(runs: pd.DataFrame, best: pd.DataFrame) -> dict:
+    """{config_id: steps x seeds} at each configuration's best LR: every metrics.jsonl read once,
+    for both `curves` and `table`."""
+    return {b[CONFIG_KEY]: _seed_curves(runs, b) for _, b in best.iterrows()}
+
+
+def curves(best: pd.DataFrame, frames: dict) -> pd.DataFrame:
     """One row per configuration and evaluation step: select_mean, select_sd, seeds."""
     rows = []
     for _, b in best.iterrows():
-        frame = _seed_curves(runs, b)
+        frame = frames[b[CONFIG_KEY]]
         for step, values in frame.iterrows():
             rows.append({CONFIG_KEY: b[CONFIG_KEY], "task": b["task"], "label": b["label"], "step": step,
                          "select_mean": values.mean(), "select_sd": values.std(ddof=1) if len(values) > 1 else np.nan,
@@ -54,12 +60,12 @@ def curves(runs: pd.DataFrame, best: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=[CONFIG_KEY, "task", "label", "step", "select_mean", "select_sd", "seeds"])
 
 
-def table(runs: pd.DataFrame, best: pd.DataFrame) -> pd.DataFrame:
+def table(best: pd.DataFrame, frames: dict) -> pd.DataFrame:
     """COLUMNS, one row per configuration evaluated at least twice."""
     from harness.analysis.tables import t_interval
     rows = []
     for _, b in best.iterrows():
-        frame = _seed_curves(runs, b)
+        frame = frames[b[CONFIG_KEY]]
         if len(frame) < 2:
             continue
         gains = frame.iloc[-1] - frame.iloc[-2]

@@ -100,7 +100,8 @@ def build(sweep_dirs, name: str = None, params: str = "trainable") -> Report:
     best, styles = tables.best_lrs(runs), figures.config_styles(runs["label"])  # one style per configuration
     report.retention_pairs, report.tradeoff = retention_stats.paired(runs, best), retention_stats.tradeoff(table)
     report.markdown += retention_stats.markdown(report.retention_pairs, report.tradeoff)
-    report.plateaus = plateau.table(runs, best)
+    eval_frames = plateau.seed_curves(runs, best)  # each run's metrics.jsonl read once
+    report.plateaus = plateau.table(best, eval_frames)
     report.markdown += plateau.markdown(report.plateaus)
     report.fronts = tables.cost_fronts(table, figures.PARAM_AXES[params][0])
     report.expected_max = tuning.expected_max_table(curves)
@@ -108,7 +109,7 @@ def build(sweep_dirs, name: str = None, params: str = "trainable") -> Report:
                       "lr_sweep": figures.lr_sweep(curves, report.ratio, styles),
                       "loss_curves": figures.loss_curves(runs, best, styles), "ranks": figures.ranks(runs),
                       "pareto_cost": figures.pareto_cost(table, params, styles)}
-    select_curves = plateau.figure(plateau.curves(runs, best), styles)
+    select_curves = plateau.figure(plateau.curves(best, eval_frames), styles)
     if select_curves is None:
         report.skipped["select_curves"] = "no configuration was evaluated at two or more steps"
     else:
