@@ -53,6 +53,18 @@ def _untracked_code() -> list:
     return sorted(line[3:] for line in out.splitlines() if line.startswith("?? "))
 
 
+def code_digest(root=REPO) -> str:
+    """sha256 over the path and bytes of every file under harness/ and conf/ (caches apart): the
+    code that ran, also where the checkout was copied without .git (a GPU or cluster node), and
+    equal between two checkouts exactly when their code is."""
+    digest = hashlib.sha256()
+    for top in CODE_DIRS:
+        for path in sorted(p for p in (Path(root) / top).rglob("*")
+                           if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc"):
+            digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
 def _read_code_state(invocation) -> dict:
     sha = _git("rev-parse", "HEAD") or None
     untracked = _untracked_code() if sha else []
@@ -61,7 +73,8 @@ def _read_code_state(invocation) -> dict:
     for rel in untracked:  # new files are part of the code that ran
         digest.update(rel.encode() + b"\0" + (REPO / rel).read_bytes())
     return {"git_sha": sha, "git_dirty": dirty, "git_diff_sha256": digest.hexdigest() if dirty else None,
-            "git_untracked": untracked, "read_at": "invocation start", "invocation": invocation}
+            "git_untracked": untracked, "code_sha256": code_digest(), "read_at": "invocation start",
+            "invocation": invocation}
 
 
 def code_state() -> dict:

@@ -135,6 +135,21 @@ def test_code_state_is_read_once_per_invocation_and_never_inherited_from_another
     assert fresh["git_sha"] != "stale" and fresh["invocation"] == "this-sweep" and len(fresh["git_sha"]) == 40
 
 
+def test_code_digest_names_the_code_also_without_git(tmp_path):
+    """A checkout copied without .git (a GPU node) still records which code ran: the digest of
+    harness/ and conf/, equal for equal code, different after any edit, blind to caches."""
+    import shutil
+    from harness import provenance
+    for top in provenance.CODE_DIRS:
+        shutil.copytree(provenance.REPO / top, tmp_path / top, ignore=shutil.ignore_patterns("__pycache__"))
+    (tmp_path / "harness" / "__pycache__").mkdir(exist_ok=True)
+    (tmp_path / "harness" / "__pycache__" / "x.pyc").write_bytes(b"cache")
+    copy = provenance.code_digest(tmp_path)
+    assert copy == provenance.code_digest() and len(copy) == 64
+    (tmp_path / "conf" / "model" / "minilm.yaml").write_text("edited\n")
+    assert provenance.code_digest(tmp_path) != copy
+
+
 def test_a_line_torn_by_a_kill_does_not_block_resume(tmp_path):
     """kill -9 mid-write can leave half a JSON line at the end of metrics.jsonl: resume drops it
     (and every event after the checkpoint's step) instead of failing on it at every retry."""
