@@ -21,8 +21,8 @@ CONFIG_KEY = "config_id"  # one method configuration = one row of table.md
 DISPLAY_COLUMNS = ["task", "model", "method", "kind", "knobs", "label"]
 # What the analysis asks of a configuration's method (its declarations, harness.methods.base), so
 # that no table or figure names a method: the reference of comparisons, the LoRA of the LR ratio,
-# rank-adaptive methods (rank figures).
-ROLE_COLUMNS = ["full_finetuning", "in_lora_lr_ratio", "rank_adaptive"]
+# rank-adaptive methods (rank figures) and the fixed-rank kind each is compared with (allocation).
+ROLE_COLUMNS = ["full_finetuning", "in_lora_lr_ratio", "rank_adaptive", "fixed_rank_counterpart"]
 MAX_DIFF_KEYS = 4  # past this many differing keys a bracket stops being readable
 
 
@@ -43,10 +43,10 @@ def _roles(method: dict) -> dict:
     no longer registered)."""
     from harness.methods import METHODS
     if method.get("kind") not in METHODS:
-        return dict.fromkeys(ROLE_COLUMNS, False)
+        return {**dict.fromkeys(ROLE_COLUMNS, False), "fixed_rank_counterpart": None}
     cls = METHODS.get(method["kind"])
     return {"full_finetuning": cls.is_full_finetuning, "in_lora_lr_ratio": cls.in_lora_lr_ratio(method),
-            "rank_adaptive": cls.rank_adaptive}
+            "rank_adaptive": cls.rank_adaptive, "fixed_rank_counterpart": cls.fixed_rank_counterpart}
 
 
 def _baseline_metric(record: dict) -> float:
@@ -71,7 +71,8 @@ def _row(record: dict, run_dir: Path) -> dict:
         "reason": error.get("reason"), "error": (error.get("message") or "").splitlines()[0] if error else None,
         "task": cfg["task"]["name"], "model": cfg["model"]["name"], "method": method["label"],
         "kind": method["kind"], "knobs": knob_label(method),
-        "budget": method.get("budget"),  # the budget a budget-matched sweep matched it to (else None) **{f"knob_{k}": v for k, v in knobs(method).items()},
+        "budget": method.get("budget"),  # the budget a budget-matched sweep matched it to (else None)
+        **{f"knob_{k}": v for k, v in knobs(method).items()},
         **_roles(method),
         "seed": record["seed"], "lr": inferred_lr, "base_lr": cfg["train"]["base_lr"],
         "lr_multiple": (inferred_lr / cfg["train"]["base_lr"]) if inferred_lr else None,

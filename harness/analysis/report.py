@@ -6,7 +6,10 @@ pareto_cost.png + pareto_front.csv (score against params, train seconds and peak
 expected_max.png/.csv (tuning-budget curves, harness.analysis.tuning; only when a configuration has
 >= 2 LRs); retention.png + retention_front.csv (gain vs retention, harness.analysis.retention;
 only when the records have retention probes) + retention_paired.csv and retention_tradeoff.csv
-(does a method that learns less forget less? harness.analysis.retention_stats).
+(does a method that learns less forget less? harness.analysis.retention_stats);
+allocation.csv + allocation_paired.csv + allocation.png (where rank-adaptive methods put their final
+ranks and whether it pays against the nearest uniform-rank count: harness.analysis.allocation; only
+when the records have rank-adaptive runs).
 
 `params` picks the Pareto plot's x axis: `trainable` (default) = adapter parameters trainable at
 init, head excluded. It is the default because it is the budget a method's config fixes and the
@@ -23,11 +26,12 @@ from typing import Dict, List
 
 import pandas as pd
 
-from harness.analysis import figures, plateau, retention, retention_stats, tables, tuning
+from harness.analysis import allocation, figures, plateau, retention, retention_stats, tables, tuning
 from harness.analysis.load import load_runs
 from harness.sweep_log import INVOCATIONS, read
 
-FIGURES = ("pareto", "lr_sweep", "loss_curves", "select_curves", "ranks", "pareto_cost", "expected_max")
+FIGURES = ("pareto", "lr_sweep", "loss_curves", "select_curves", "ranks", "allocation", "pareto_cost",
+           "expected_max")
 
 
 @dataclass
@@ -50,6 +54,8 @@ class Report:
     retention_pairs: pd.DataFrame = None  # retention_paired.csv (each configuration vs FullFT, by seed)
     tradeoff: pd.DataFrame = None  # retention_tradeoff.csv (rho of task score and drop)
     plateaus: pd.DataFrame = None  # plateau.csv (gain over the last evaluation interval)
+    allocation: pd.DataFrame = None  # allocation.csv (rank-adaptive final ranks against uniform)
+    allocation_pairs: pd.DataFrame = None  # allocation_paired.csv (vs the nearest uniform-rank count)
 
 
 def _study(sweep_dirs, runs: pd.DataFrame) -> dict:
@@ -103,12 +109,20 @@ def build(sweep_dirs, name: str = None, params: str = "trainable") -> Report:
     eval_frames = plateau.seed_curves(runs, best)  # each run's metrics.jsonl read once
     report.plateaus = plateau.table(best, eval_frames)
     report.markdown += plateau.markdown(report.plateaus)
+    final_ranks = allocation.seed_ranks(runs, best)
+    report.allocation = allocation.summary(best, final_ranks)
+    report.allocation_pairs = allocation.matched(runs, best, final_ranks)
+    report.markdown += allocation.markdown(report.allocation, report.allocation_pairs)
     report.fronts = tables.cost_fronts(table, figures.PARAM_AXES[params][0])
     report.expected_max = tuning.expected_max_table(curves)
     report.figures = {"pareto": figures.pareto(table, params, styles),
                       "lr_sweep": figures.lr_sweep(curves, report.ratio, styles),
                       "loss_curves": figures.loss_curves(runs, best, styles), "ranks": figures.ranks(runs),
                       "pareto_cost": figures.pareto_cost(table, params, styles)}
+    if final_ranks:
+        report.figures["allocation"] = allocation.figure(best, final_ranks)
+    else:
+        report.skipped["allocation"] = "no rank-adaptive run"
     select_curves = plateau.figure(plateau.curves(best, eval_frames), styles)
     if select_curves is None:
         report.skipped["select_curves"] = "no configuration was evaluated at two or more steps"
@@ -172,6 +186,11 @@ def write(report: Report, out_dir: Path, with_records: bool = True) -> List[Path
     put("study.json", json.dumps(report.study, indent=2) + "\n")
     put("pareto_front.csv", report.fronts.to_csv(index=False))
     put("plateau.csv", report.plateaus.to_csv(index=False))
+    for fname, frame in (("allocation.csv", report.allocation), ("allocation_paired.csv", report.allocation_pairs)):
+        if frame is not None and len(frame):
+            put(fname, frame.to_csv(index=False))
+        else:
+            (out_dir / fname).unlink(missing_ok=True)  # an earlier analysis's file is not these runs'
     if "expected_max" in report.skipped:
         for stale in ("expected_max.png", "expected_max.csv"):  # an earlier analysis's curves are not these runs'
             (out_dir / stale).unlink(missing_ok=True)

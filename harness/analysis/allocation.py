@@ -1,0 +1,190 @@
+"""Where a rank-adaptive method (one whose class says `rank_adaptive`, e.g. AdaLoRA) put its final
+ranks, and whether that pays, from each record's `ranks.final` ({module: final rank}):
+
+- `summary` (allocation.csv), per rank-adaptive configuration at its best LR: the uniform rank the
+  same total would give every module (final total / modules), the share of modules pruned to rank 0,
+  the spread of the final ranks (coefficient of variation over modules), and whether the seeds
+  chose the same allocation (mean Spearman rho over pairs of seeds). Then, per module group (the
+  module name without its layer index, e.g. attention.self.query) and per layer, the mean final
+  rank over seeds with a t 95% interval: `differs` where that interval excludes the uniform rank.
+- `matched` (allocation_paired.csv): each rank-adaptive configuration against the configuration
+  of its method's declared `fixed_rank_counterpart` kind (AdaLoRA: LoRA) on the same task and the
+  same `target_modules`, so that only the allocation differs, whose non-zero parameter count at its
+  best LR is nearest on a log scale, paired by seed at each one's best LR, with the
+  count ratio beside it so a loose match is visible. Holm adjusts the sign-flip p over the rows.
+- `figure` (allocation.png): layer x module-group heatmaps of the mean final rank.
+"""
+
+import json
+import re
+from itertools import combinations
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from harness.analysis.load import CONFIG_KEY
+
+SUMMARY_COLUMNS = ["task", CONFIG_KEY, "label", "seeds", "modules", "uniform_rank", "share_zero", "rank_cv",
+                   "seed_agreement_rho", "axis", "key", "mean_rank", "ci95_low", "ci95_high", "differs"]
+MATCHED_COLUMNS = ["task", CONFIG_KEY, "label", "nonzero", "matched_config_id", "matched_label",
+                   "matched_nonzero", "count_ratio", "n", "mean_diff", "t_ci95_low", "t_ci95_high",
+                   "p_signflip", "p_holm"]
+_LAYER = re.compile(r"^(.*?)\.(\d+)\.(.+)$")  # <prefix>.<layer index>.<module path within the layer>
+
+
+def split_module(name: str):
+    """'bert.encoder.layer.3.attention.self.query' -> (3, 'attention.self.query'); no index -> (None, name)."""
+    m = _LAYER.match(name)
+    return (int(m.group(2)), m.group(3)) if m else (None, name)
+
+
+def _final_ranks(run_dir) -> dict:
+    record = json.loads((Path(run_dir) / "result.json").read_text())
+    return (record.get("ranks") or {}).get("final") or {}
+
+
+def seed_ranks(runs: pd.DataFrame, best: pd.DataFrame) -> dict:
+    """{config_id: DataFrame (seeds x modules) of final ranks} for rank-adaptive configurations."""
+    from harness.analysis.tables import at_lr, succeeded
+    ok, out = succeeded(runs), {}
+    adaptive = set(runs.loc[runs["rank_adaptive"].fillna(False).astype(bool), CONFIG_KEY])
+    for _, b in best[best[CONFIG_KEY].isin(adaptive)].iterrows():
+        rows = {r["seed"]: _final_ranks(r["dir"]) for _, r in at_lr(ok, b[CONFIG_KEY], b["lr"]).iterrows()}
+        frame = pd.DataFrame({s: v for s, v in rows.items() if v}).T.sort_index()
+        if len(frame):
+            out[b[CONFIG_KEY]] = frame[sorted(frame.columns)]
+    return out
+
+
+def _interval(values) -> tuple:
+    from harness.analysis.tables import t_interval
+    return t_interval(np.asarray(values, float))
+
+
+def _agreement(frame: pd.DataFrame) -> float:
+    rhos = [stats.spearmanr(frame.loc[a], frame.loc[b]).statistic for a, b in combinations(frame.index, 2)
+            if frame.loc[a].nunique() > 1 and frame.loc[b].nunique() > 1]
+    return float(np.mean(rhos)) if rhos else np.nan
+
+
+def _grouped(frame: pd.DataFrame, axis: str) -> pd.DataFrame:
+    """Seeds x groups: each seed's mean final rank over the modules of a group (axis 'module') or layer."""
+    parts = {m: split_module(m) for m in frame.columns}
+    key = {m: (f"layer {p[0]}" if p[0] is not None else "no layer") if axis == "layer" else p[1]
+           for m, p in parts.items()}
+    return frame.T.groupby(key).mean().T
+
+
+def summary(best: pd.DataFrame, ranks: dict) -> pd.DataFrame:
+    rows = []
+    for _, b in best[best[CONFIG_KEY].isin(ranks)].iterrows():
+        frame = ranks[b[CONFIG_KEY]]
+        uniform = float(frame.sum(axis=1).mean() / frame.shape[1])
+        common = {"task": b["task"], CONFIG_KEY: b[CONFIG_KEY], "label": b["label"], "seeds": len(frame),
+                  "modules": frame.shape[1], "uniform_rank": uniform,
+                  "share_zero": float((frame == 0).mean(axis=1).mean()),
+                  "rank_cv": float((frame.std(axis=1, ddof=0) / frame.mean(axis=1)).mean()),
+                  "seed_agreement_rho": _agreement(frame)}
+        for axis in ("module", "layer"):
+            grouped = _grouped(frame, axis)
+            for key in grouped.columns:
+                low, high = _interval(grouped[key])
+                rows.append({**common, "axis": axis, "key": key, "mean_rank": float(grouped[key].mean()),
+                             "ci95_low": low, "ci95_high": high,
+                             "differs": bool(np.isfinite(low) and (high < uniform or low > uniform))})
+    return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
+
+
+def _mean_nonzero(ok: pd.DataFrame, row: pd.Series) -> float:
+    from harness.analysis.tables import at_lr
+    return float(at_lr(ok, row[CONFIG_KEY], row["lr"])["nonzero_params"].mean())
+
+
+def matched(runs: pd.DataFrame, best: pd.DataFrame, ranks: dict) -> pd.DataFrame:
+    from harness.analysis.tables import at_lr, holm, paired_stats, succeeded
+    ok, rows = succeeded(runs), []
+    roles = runs.drop_duplicates(CONFIG_KEY).set_index(CONFIG_KEY)
+    targets = (roles["knob_target_modules"] if "knob_target_modules" in roles
+               else pd.Series(index=roles.index, dtype=object)).fillna("(none)")
+    for _, b in best[best[CONFIG_KEY].isin(ranks)].iterrows():
+        twin = roles.at[b[CONFIG_KEY], "fixed_rank_counterpart"]
+        candidates = best[(best["task"] == b["task"]) & (best[CONFIG_KEY].map(roles["kind"]) == twin)
+                          & (best[CONFIG_KEY].map(targets) == targets.get(b[CONFIG_KEY]))]
+        nonzero = _mean_nonzero(ok, b)
+        counts = candidates.apply(lambda c: _mean_nonzero(ok, c), axis=1) if len(candidates) else pd.Series(dtype=float)
+        counts = counts[counts > 0]
+        if not len(counts) or not nonzero > 0:
+            continue
+        m = candidates.loc[(np.log(counts) - np.log(nonzero)).abs().idxmin()]
+        mine = at_lr(ok, b[CONFIG_KEY], b["lr"]).set_index("seed")["metric"]
+        theirs = at_lr(ok, m[CONFIG_KEY], m["lr"]).set_index("seed")["metric"]
+        common = mine.index.intersection(theirs.index).sort_values()
+        rows.append({"task": b["task"], CONFIG_KEY: b[CONFIG_KEY], "label": b["label"], "nonzero": nonzero,
+                     "matched_config_id": m[CONFIG_KEY], "matched_label": m["label"],
+                     "matched_nonzero": counts[m.name], "count_ratio": nonzero / counts[m.name],
+                     **{k: v for k, v in paired_stats(mine[common] - theirs[common]).items()
+                        if k in MATCHED_COLUMNS}})
+    out = pd.DataFrame(rows, columns=[c for c in MATCHED_COLUMNS if c != "p_holm"])
+    out.insert(len(out.columns), "p_holm", holm(out["p_signflip"]) if len(out) else [])
+    return out
+
+
+def _fmt(x, spec=".3f") -> str:
+    return "" if x is None or (isinstance(x, float) and not np.isfinite(x)) else format(x, spec)
+
+
+def markdown(summary_frame: pd.DataFrame, matched_frame: pd.DataFrame) -> str:
+    if summary_frame.empty:
+        return ""
+    lines = ["", "## Rank allocation (rank-adaptive configurations at their best LR)", "",
+             "Uniform rank = the same final total spread evenly over the modules; a group *differs* when"
+             " the 95% t interval of its mean final rank over seeds excludes the uniform rank; seed"
+             " agreement = mean Spearman rho between seeds' per-module final ranks.", "",
+             "| task | configuration | seeds | modules | uniform rank | modules at rank 0 | rank CV |"
+             " seed agreement rho | module groups above / below uniform |", "|---|---|---|---|---|---|---|---|---|"]
+    for cid, g in summary_frame.groupby(CONFIG_KEY, sort=False):
+        r, mods = g.iloc[0], g[g["axis"] == "module"]
+        above = ", ".join(f"{k} {v:.1f}" for k, v in mods[mods["differs"] & (mods["mean_rank"] > r["uniform_rank"])]
+                          [["key", "mean_rank"]].itertuples(index=False)) or "none"
+        below = ", ".join(f"{k} {v:.1f}" for k, v in mods[mods["differs"] & (mods["mean_rank"] < r["uniform_rank"])]
+                          [["key", "mean_rank"]].itertuples(index=False)) or "none"
+        lines.append(f"| {r['task']} | {r['label']} | {r['seeds']} | {r['modules']} | {r['uniform_rank']:.2f} |"
+                     f" {r['share_zero']:.0%} | {r['rank_cv']:.2f} | {_fmt(r['seed_agreement_rho'], '.2f')} |"
+                     f" above: {above}; below: {below} |")
+    if len(matched_frame):
+        lines += ["", "Does it pay? Each against its method's fixed-rank counterpart on the same modules with the"
+                  " nearest non-zero count (paired by seed, each at its best LR; count ratio = its non-zero /"
+                  " the counterpart's):", "",
+                  "| task | rank-adaptive | non-zero | vs | non-zero | count ratio | n | mean diff | 95% t CI |"
+                  " sign-flip p | Holm p |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+        for _, p in matched_frame.iterrows():
+            ci = f"[{_fmt(p['t_ci95_low'], '+.3f')}, {_fmt(p['t_ci95_high'], '+.3f')}]" if p["n"] > 1 else f"{p['n']} seed"
+            lines.append(f"| {p['task']} | {p['label']} | {p['nonzero']:,.0f} | {p['matched_label']} |"
+                         f" {p['matched_nonzero']:,.0f} | {p['count_ratio']:.2f} | {p['n']} | {p['mean_diff']:+.3f} |"
+                         f" {ci} | {_fmt(p['p_signflip'], '.3g')} | {_fmt(p['p_holm'], '.3g')} |")
+    return "\n".join(lines) + "\n"
+
+
+def figure(best: pd.DataFrame, ranks: dict):
+    """One heatmap per rank-adaptive configuration: layers (rows) x module groups (columns)."""
+    from harness.plots import plt
+    if not ranks:
+        return None
+    labels = best.set_index(CONFIG_KEY)["label"]
+    fig, axes = plt.subplots(1, len(ranks), figsize=(4.2 * len(ranks), 3.6), squeeze=False)
+    for ax, (cid, frame) in zip(axes[0], ranks.items()):
+        mean = frame.mean()
+        parts = pd.DataFrame([split_module(m) for m in mean.index], index=mean.index, columns=["layer", "group"])
+        grid = pd.concat([parts, mean.rename("rank")], axis=1).pivot_table(index="layer", columns="group",
+                                                                           values="rank", aggfunc="mean")
+        image = ax.imshow(grid.to_numpy(float), aspect="auto", cmap="viridis")
+        ax.set_xticks(range(grid.shape[1]), [g.replace("attention.", "att.") for g in grid.columns],
+                      rotation=60, ha="right", fontsize=7)
+        ax.set_yticks(range(grid.shape[0]), [str(i) for i in grid.index], fontsize=7)
+        ax.set_ylabel("layer")
+        ax.set_title(f"{labels.get(cid, cid)}\nmean final rank, {len(frame)} seed(s)", fontsize=8)
+        fig.colorbar(image, ax=ax, fraction=0.046)
+    fig.tight_layout()
+    return fig
