@@ -1,6 +1,7 @@
-"""harness.analysis.allocation: where a rank-adaptive method put its final ranks (against the
-uniform rank of the same total, per module group and layer, with seed agreement) and whether it
-pays against the uniform-rank configuration with the nearest non-zero count, checked by hand."""
+"""harness.analysis.allocation (where a rank-adaptive method put its final ranks: against the
+uniform rank of the same total, per module group and layer, with seed agreement) and
+harness.analysis.matched (a method against its declared counterpart at the nearest non-zero count),
+checked by hand."""
 
 import json
 
@@ -8,7 +9,7 @@ import numpy as np
 import pytest
 
 from harness import analysis
-from harness.analysis import allocation, tables
+from harness.analysis import allocation, matched, tables
 from harness.analysis.load import load_runs
 from test_analysis import _record
 
@@ -70,10 +71,10 @@ def test_final_ranks_against_uniform_by_group_and_layer(tmp_path):
     assert layer0["mean_rank"] == pytest.approx(13 / 6) and layer0["ci95_low"] < 2 and not layer0["differs"]
 
 
-def test_each_adaptive_configuration_against_the_nearest_uniform_count(tmp_path):
+def test_adalora_against_lora_on_its_modules_at_the_nearest_count(tmp_path):
     runs = load_runs([_sweep(tmp_path)])
     best = tables.best_lrs(runs)
-    out = allocation.matched(runs, best, allocation.seed_ranks(runs, best))
+    out = matched.pairs(runs, best)
     assert len(out) == 1
     row = out.iloc[0]
     # 41,470 is nearer 39,998 than 82,942 is (log scale); LoRA on attention and VeRA, nearer still, are
@@ -87,10 +88,30 @@ def test_each_adaptive_configuration_against_the_nearest_uniform_count(tmp_path)
 def test_report_writes_the_allocation_and_removes_a_stale_one(tmp_path):
     report = analysis.build([_sweep(tmp_path)])
     assert "## Rank allocation" in report.markdown and "| sst2 | adalora" in report.markdown
+    assert "## Against the counterpart at the nearest non-zero count" in report.markdown
     out = tmp_path / "out"
     written = {p.name for p in analysis.write(report, out, with_records=False)}
-    assert {"allocation.csv", "allocation_paired.csv", "allocation.png"} <= written
+    assert {"allocation.csv", "matched_paired.csv", "allocation.png"} <= written
     plain = analysis.build([_sweep(tmp_path / "plain", adaptive=False)])
     assert "Rank allocation" not in plain.markdown
     analysis.write(plain, out, with_records=False)
-    assert not any((out / f).exists() for f in ("allocation.csv", "allocation_paired.csv", "allocation.png"))
+    assert not any((out / f).exists() for f in ("allocation.csv", "matched_paired.csv", "allocation.png"))
+
+
+def test_lori_s_against_lora_on_any_modules_at_the_nearest_count(tmp_path):
+    """LoRI-S has no target_modules knob of its own (its modules are its LoRI-D run's): LoRA on any
+    modules is a candidate; VeRA, nearer still, is not its counterpart."""
+    d = tmp_path / "sweep"
+    for seed in (1, 2, 3):
+        _record(d / f"lori-s-{seed}", method="lori_s", kind="lori_s", lr_mult=100, seed=seed, select=0.8,
+                report=0.80 + seed / 100, adapter=16_600, knobs={"sparsity": 0.9})
+        for name, adapter, targets in (("att", 18_432, "attention"), ("all", 41_472, "all_linear")):
+            _record(d / f"lora-{name}-{seed}", method="lora", kind="lora", lr_mult=10, seed=seed, select=0.7,
+                    report=0.80, adapter=adapter, knobs={"r": 1, "target_modules": targets})
+        _record(d / f"vera-{seed}", method="vera", kind="vera", lr_mult=10, seed=seed, select=0.5, report=0.5,
+                adapter=16_600, knobs={"r": 256, "target_modules": "all_linear"})
+    runs = load_runs([d])
+    row = matched.pairs(runs, tables.best_lrs(runs)).iloc[0]
+    assert row["label"] == "lori_s s0.9" and row["matched_label"] == "lora r1 attention"
+    assert row["count_ratio"] == pytest.approx(16_598 / 18_430)
+    assert row["mean_diff"] == pytest.approx(0.02) and row["n"] == 3

@@ -1,5 +1,6 @@
 """Where a rank-adaptive method (one whose class says `rank_adaptive`, e.g. AdaLoRA) put its final
-ranks, and whether that pays, from each record's `ranks.final` ({module: final rank}):
+ranks, from each record's `ranks.final` ({module: final rank}); whether that pays against uniform
+ranks is harness.analysis.matched's comparison with its declared counterpart (AdaLoRA: LoRA):
 
 - `summary` (allocation.csv), per rank-adaptive configuration at its best LR: the uniform rank the
   same total would give every module (final total / modules), the share of modules pruned to rank 0,
@@ -7,11 +8,6 @@ ranks, and whether that pays, from each record's `ranks.final` ({module: final r
   chose the same allocation (mean Spearman rho over pairs of seeds). Then, per module group (the
   module name without its layer index, e.g. attention.self.query) and per layer, the mean final
   rank over seeds with a t 95% interval: `differs` where that interval excludes the uniform rank.
-- `matched` (allocation_paired.csv): each rank-adaptive configuration against the configuration
-  of its method's declared `fixed_rank_counterpart` kind (AdaLoRA: LoRA) on the same task and the
-  same `target_modules`, so that only the allocation differs, whose non-zero parameter count at its
-  best LR is nearest on a log scale, paired by seed at each one's best LR, with the
-  count ratio beside it so a loose match is visible. Holm adjusts the sign-flip p over the rows.
 - `figure` (allocation.png): layer x module-group heatmaps of the mean final rank.
 """
 
@@ -28,9 +24,6 @@ from harness.analysis.load import CONFIG_KEY
 
 SUMMARY_COLUMNS = ["task", CONFIG_KEY, "label", "seeds", "modules", "uniform_rank", "share_zero", "rank_cv",
                    "seed_agreement_rho", "axis", "key", "mean_rank", "ci95_low", "ci95_high", "differs"]
-MATCHED_COLUMNS = ["task", CONFIG_KEY, "label", "nonzero", "matched_config_id", "matched_label",
-                   "matched_nonzero", "count_ratio", "n", "mean_diff", "t_ci95_low", "t_ci95_high",
-                   "p_signflip", "p_holm"]
 _LAYER = re.compile(r"^(.*?)\.(\d+)\.(.+)$")  # <prefix>.<layer index>.<module path within the layer>
 
 
@@ -97,45 +90,11 @@ def summary(best: pd.DataFrame, ranks: dict) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
 
 
-def _mean_nonzero(ok: pd.DataFrame, row: pd.Series) -> float:
-    from harness.analysis.tables import at_lr
-    return float(at_lr(ok, row[CONFIG_KEY], row["lr"])["nonzero_params"].mean())
-
-
-def matched(runs: pd.DataFrame, best: pd.DataFrame, ranks: dict) -> pd.DataFrame:
-    from harness.analysis.tables import at_lr, holm, paired_stats, succeeded
-    ok, rows = succeeded(runs), []
-    roles = runs.drop_duplicates(CONFIG_KEY).set_index(CONFIG_KEY)
-    targets = (roles["knob_target_modules"] if "knob_target_modules" in roles
-               else pd.Series(index=roles.index, dtype=object)).fillna("(none)")
-    for _, b in best[best[CONFIG_KEY].isin(ranks)].iterrows():
-        twin = roles.at[b[CONFIG_KEY], "fixed_rank_counterpart"]
-        candidates = best[(best["task"] == b["task"]) & (best[CONFIG_KEY].map(roles["kind"]) == twin)
-                          & (best[CONFIG_KEY].map(targets) == targets.get(b[CONFIG_KEY]))]
-        nonzero = _mean_nonzero(ok, b)
-        counts = candidates.apply(lambda c: _mean_nonzero(ok, c), axis=1) if len(candidates) else pd.Series(dtype=float)
-        counts = counts[counts > 0]
-        if not len(counts) or not nonzero > 0:
-            continue
-        m = candidates.loc[(np.log(counts) - np.log(nonzero)).abs().idxmin()]
-        mine = at_lr(ok, b[CONFIG_KEY], b["lr"]).set_index("seed")["metric"]
-        theirs = at_lr(ok, m[CONFIG_KEY], m["lr"]).set_index("seed")["metric"]
-        common = mine.index.intersection(theirs.index).sort_values()
-        rows.append({"task": b["task"], CONFIG_KEY: b[CONFIG_KEY], "label": b["label"], "nonzero": nonzero,
-                     "matched_config_id": m[CONFIG_KEY], "matched_label": m["label"],
-                     "matched_nonzero": counts[m.name], "count_ratio": nonzero / counts[m.name],
-                     **{k: v for k, v in paired_stats(mine[common] - theirs[common]).items()
-                        if k in MATCHED_COLUMNS}})
-    out = pd.DataFrame(rows, columns=[c for c in MATCHED_COLUMNS if c != "p_holm"])
-    out.insert(len(out.columns), "p_holm", holm(out["p_signflip"]) if len(out) else [])
-    return out
-
-
 def _fmt(x, spec=".3f") -> str:
     return "" if x is None or (isinstance(x, float) and not np.isfinite(x)) else format(x, spec)
 
 
-def markdown(summary_frame: pd.DataFrame, matched_frame: pd.DataFrame) -> str:
+def markdown(summary_frame: pd.DataFrame) -> str:
     if summary_frame.empty:
         return ""
     lines = ["", "## Rank allocation (rank-adaptive configurations at their best LR)", "",
@@ -153,17 +112,6 @@ def markdown(summary_frame: pd.DataFrame, matched_frame: pd.DataFrame) -> str:
         lines.append(f"| {r['task']} | {r['label']} | {r['seeds']} | {r['modules']} | {r['uniform_rank']:.2f} |"
                      f" {r['share_zero']:.0%} | {r['rank_cv']:.2f} | {_fmt(r['seed_agreement_rho'], '.2f')} |"
                      f" above: {above}; below: {below} |")
-    if len(matched_frame):
-        lines += ["", "Does it pay? Each against its method's fixed-rank counterpart on the same modules with the"
-                  " nearest non-zero count (paired by seed, each at its best LR; count ratio = its non-zero /"
-                  " the counterpart's):", "",
-                  "| task | rank-adaptive | non-zero | vs | non-zero | count ratio | n | mean diff | 95% t CI |"
-                  " sign-flip p | Holm p |", "|---|---|---|---|---|---|---|---|---|---|---|"]
-        for _, p in matched_frame.iterrows():
-            ci = f"[{_fmt(p['t_ci95_low'], '+.3f')}, {_fmt(p['t_ci95_high'], '+.3f')}]" if p["n"] > 1 else f"{p['n']} seed"
-            lines.append(f"| {p['task']} | {p['label']} | {p['nonzero']:,.0f} | {p['matched_label']} |"
-                         f" {p['matched_nonzero']:,.0f} | {p['count_ratio']:.2f} | {p['n']} | {p['mean_diff']:+.3f} |"
-                         f" {ci} | {_fmt(p['p_signflip'], '.3g')} | {_fmt(p['p_holm'], '.3g')} |")
     return "\n".join(lines) + "\n"
 
 

@@ -21,8 +21,8 @@ CONFIG_KEY = "config_id"  # one method configuration = one row of table.md
 DISPLAY_COLUMNS = ["task", "model", "method", "kind", "knobs", "label"]
 # What the analysis asks of a configuration's method (its declarations, harness.methods.base), so
 # that no table or figure names a method: the reference of comparisons, the LoRA of the LR ratio,
-# rank-adaptive methods (rank figures) and the fixed-rank kind each is compared with (allocation).
-ROLE_COLUMNS = ["full_finetuning", "in_lora_lr_ratio", "rank_adaptive", "fixed_rank_counterpart"]
+# rank-adaptive methods (rank figures) and the kind a method is compared with at a matched count.
+ROLE_COLUMNS = ["full_finetuning", "in_lora_lr_ratio", "rank_adaptive", "matched_counterpart"]
 MAX_DIFF_KEYS = 4  # past this many differing keys a bracket stops being readable
 
 
@@ -43,10 +43,10 @@ def _roles(method: dict) -> dict:
     no longer registered)."""
     from harness.methods import METHODS
     if method.get("kind") not in METHODS:
-        return {**dict.fromkeys(ROLE_COLUMNS, False), "fixed_rank_counterpart": None}
+        return {**dict.fromkeys(ROLE_COLUMNS, False), "matched_counterpart": None}
     cls = METHODS.get(method["kind"])
     return {"full_finetuning": cls.is_full_finetuning, "in_lora_lr_ratio": cls.in_lora_lr_ratio(method),
-            "rank_adaptive": cls.rank_adaptive, "fixed_rank_counterpart": cls.fixed_rank_counterpart}
+            "rank_adaptive": cls.rank_adaptive, "matched_counterpart": cls.matched_counterpart}
 
 
 def _baseline_metric(record: dict) -> float:

@@ -7,9 +7,10 @@ expected_max.png/.csv (tuning-budget curves, harness.analysis.tuning; only when 
 >= 2 LRs); retention.png + retention_front.csv (gain vs retention, harness.analysis.retention;
 only when the records have retention probes) + retention_paired.csv and retention_tradeoff.csv
 (does a method that learns less forget less? harness.analysis.retention_stats);
-allocation.csv + allocation_paired.csv + allocation.png (where rank-adaptive methods put their final
-ranks and whether it pays against the nearest uniform-rank count: harness.analysis.allocation; only
-when the records have rank-adaptive runs).
+allocation.csv + allocation.png (where rank-adaptive methods put their final ranks:
+harness.analysis.allocation; only with rank-adaptive runs); matched_paired.csv (a method against its
+declared counterpart at the nearest non-zero count, e.g. AdaLoRA and LoRI-S against LoRA:
+harness.analysis.matched; only when such a pair exists).
 
 `params` picks the Pareto plot's x axis: `trainable` (default) = adapter parameters trainable at
 init, head excluded. It is the default because it is the budget a method's config fixes and the
@@ -26,7 +27,7 @@ from typing import Dict, List
 
 import pandas as pd
 
-from harness.analysis import allocation, figures, plateau, retention, retention_stats, tables, tuning
+from harness.analysis import allocation, figures, matched, plateau, retention, retention_stats, tables, tuning
 from harness.analysis.load import load_runs
 from harness.sweep_log import INVOCATIONS, read
 
@@ -55,7 +56,7 @@ class Report:
     tradeoff: pd.DataFrame = None  # retention_tradeoff.csv (rho of task score and drop)
     plateaus: pd.DataFrame = None  # plateau.csv (gain over the last evaluation interval)
     allocation: pd.DataFrame = None  # allocation.csv (rank-adaptive final ranks against uniform)
-    allocation_pairs: pd.DataFrame = None  # allocation_paired.csv (vs the nearest uniform-rank count)
+    matched_pairs: pd.DataFrame = None  # matched_paired.csv (vs the declared counterpart at the nearest count)
 
 
 def _study(sweep_dirs, runs: pd.DataFrame) -> dict:
@@ -111,8 +112,9 @@ def build(sweep_dirs, name: str = None, params: str = "trainable") -> Report:
     report.markdown += plateau.markdown(report.plateaus)
     final_ranks = allocation.seed_ranks(runs, best)
     report.allocation = allocation.summary(best, final_ranks)
-    report.allocation_pairs = allocation.matched(runs, best, final_ranks)
-    report.markdown += allocation.markdown(report.allocation, report.allocation_pairs)
+    report.markdown += allocation.markdown(report.allocation)
+    report.matched_pairs = matched.pairs(runs, best)
+    report.markdown += matched.markdown(report.matched_pairs)
     report.fronts = tables.cost_fronts(table, figures.PARAM_AXES[params][0])
     report.expected_max = tuning.expected_max_table(curves)
     report.figures = {"pareto": figures.pareto(table, params, styles),
@@ -186,7 +188,7 @@ def write(report: Report, out_dir: Path, with_records: bool = True) -> List[Path
     put("study.json", json.dumps(report.study, indent=2) + "\n")
     put("pareto_front.csv", report.fronts.to_csv(index=False))
     put("plateau.csv", report.plateaus.to_csv(index=False))
-    for fname, frame in (("allocation.csv", report.allocation), ("allocation_paired.csv", report.allocation_pairs)):
+    for fname, frame in (("allocation.csv", report.allocation), ("matched_paired.csv", report.matched_pairs)):
         if frame is not None and len(frame):
             put(fname, frame.to_csv(index=False))
         else:

@@ -68,7 +68,7 @@ class AdaLora(PeftMethod):
     kind = "adalora"
     config_class = AdaLoraMethodConfig
     rank_adaptive = True
-    fixed_rank_counterpart = "lora"  # SVD-shaped LoRA with pruned ranks: LoRA is the same adapter unpruned
+    matched_counterpart = "lora"  # SVD-shaped LoRA with pruned ranks: does the allocation beat uniform ranks?
     display_knobs = (Knob(("init_r", "target_r"), "r{}->{}"), Knob("alpha", "a{:g}"), Knob("target_modules"),
                      Knob("dropout", "drop{:g}", quiet=True))
 

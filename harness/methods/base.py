@@ -90,9 +90,9 @@ class Method:
     display_knobs: Tuple[Knob, ...] = ()  # its knob label, in order ("r8 a16 all_linear")
     is_full_finetuning: bool = False  # trains the whole body: the reference of paired comparisons and LR ratios
     rank_adaptive: bool = False  # per-module ranks change while it trains (rank figures)
-    # a rank-adaptive method's fixed-rank twin: the kind whose configuration on the same modules
-    # with the nearest parameter count tells whether adapting the ranks paid (allocation analysis)
-    fixed_rank_counterpart: Optional[str] = None
+    # the kind this method claims to match with fewer (non-zero) parameters: the analysis compares
+    # it with that kind's configuration at the nearest non-zero count (harness.analysis.matched)
+    matched_counterpart: Optional[str] = None
     rewrites_base_weights: bool = False  # apply() changes frozen base weights (PiSSA/OLoRA residual init)
     data_init: Optional[str] = None  # what `initialise_from_data` computes (EVA, LoRA-GA); None: no such step
     # Until it trains, the adapted model computes exactly the base model's outputs, bit for bit: the

@@ -188,6 +188,7 @@ class LoriS(Lora):
     kind = "lori_s"
     config_class = LoriSConfig
     source_run_kind = LoriD.kind
+    matched_counterpart = "lora"  # a sparse B under a mask: does it beat dense LoRA of as many entries?
     display_knobs = (Knob("sparsity", "s{:g}"),)
 
     @classmethod
