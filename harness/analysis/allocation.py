@@ -52,8 +52,13 @@ def seed_ranks(runs: pd.DataFrame, best: pd.DataFrame) -> dict:
 
 
 def _interval(values) -> tuple:
+    """t 95% interval over seeds; of zero width when every seed gave the same value (t_interval
+    leaves that undefined, but the formula's width is 0)."""
     from harness.analysis.tables import t_interval
-    return t_interval(np.asarray(values, float))
+    values = np.asarray(values, float)
+    if len(values) > 1 and np.ptp(values) == 0:
+        return float(values[0]), float(values[0])
+    return t_interval(values)
 
 
 def _agreement(frame: pd.DataFrame) -> float:
@@ -102,16 +107,20 @@ def markdown(summary_frame: pd.DataFrame) -> str:
              " the 95% t interval of its mean final rank over seeds excludes the uniform rank; seed"
              " agreement = mean Spearman rho between seeds' per-module final ranks.", "",
              "| task | configuration | seeds | modules | uniform rank | modules at rank 0 | rank CV |"
-             " seed agreement rho | module groups above / below uniform |", "|---|---|---|---|---|---|---|---|---|"]
+             " seed agreement rho | module groups above / below uniform | layers above / below uniform |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+
+    def side(rows, uniform, sign) -> str:
+        chosen = rows[rows["differs"] & (np.sign(rows["mean_rank"] - uniform) == sign)]
+        return ", ".join(f"{k} {v:.1f}" for k, v in chosen[["key", "mean_rank"]].itertuples(index=False)) or "none"
+
     for cid, g in summary_frame.groupby(CONFIG_KEY, sort=False):
-        r, mods = g.iloc[0], g[g["axis"] == "module"]
-        above = ", ".join(f"{k} {v:.1f}" for k, v in mods[mods["differs"] & (mods["mean_rank"] > r["uniform_rank"])]
-                          [["key", "mean_rank"]].itertuples(index=False)) or "none"
-        below = ", ".join(f"{k} {v:.1f}" for k, v in mods[mods["differs"] & (mods["mean_rank"] < r["uniform_rank"])]
-                          [["key", "mean_rank"]].itertuples(index=False)) or "none"
-        lines.append(f"| {r['task']} | {r['label']} | {r['seeds']} | {r['modules']} | {r['uniform_rank']:.2f} |"
+        r, mods, layers = g.iloc[0], g[g["axis"] == "module"], g[g["axis"] == "layer"]
+        u = r["uniform_rank"]
+        lines.append(f"| {r['task']} | {r['label']} | {r['seeds']} | {r['modules']} | {u:.2f} |"
                      f" {r['share_zero']:.0%} | {r['rank_cv']:.2f} | {_fmt(r['seed_agreement_rho'], '.2f')} |"
-                     f" above: {above}; below: {below} |")
+                     f" above: {side(mods, u, 1)}; below: {side(mods, u, -1)} |"
+                     f" above: {side(layers, u, 1)}; below: {side(layers, u, -1)} |")
     return "\n".join(lines) + "\n"
 
 
