@@ -21,6 +21,7 @@ import pandas as pd
 from scipy import stats
 
 from harness.analysis.load import CONFIG_KEY
+from harness.analysis.tables import _fmt
 
 SUMMARY_COLUMNS = ["task", CONFIG_KEY, "label", "seeds", "modules", "uniform_rank", "share_zero", "rank_cv",
                    "seed_agreement_rho", "axis", "key", "mean_rank", "ci95_low", "ci95_high", "differs"]
@@ -94,9 +95,6 @@ def summary(best: pd.DataFrame, ranks: dict) -> pd.DataFrame:
                              "differs": bool(np.isfinite(low) and (high < uniform or low > uniform))})
     return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
 
-
-def _fmt(x, spec=".3f") -> str:
-    return "" if x is None or (isinstance(x, float) and not np.isfinite(x)) else format(x, spec)
 
 
 def markdown(summary_frame: pd.DataFrame) -> str:

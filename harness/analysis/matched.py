@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from harness.analysis.load import CONFIG_KEY
+from harness.analysis.tables import _fmt
 
 COLUMNS = ["task", CONFIG_KEY, "label", "nonzero", "matched_config_id", "matched_label", "matched_nonzero",
            "count_ratio", "n", "mean_diff", "t_ci95_low", "t_ci95_high", "p_signflip", "p_holm"]
@@ -60,9 +61,6 @@ def pairs(runs: pd.DataFrame, best: pd.DataFrame) -> pd.DataFrame:
     out["p_holm"] = holm(out["p_signflip"]).to_numpy() if len(out) else []
     return out
 
-
-def _fmt(x, spec: str) -> str:
-    return "" if x is None or (isinstance(x, float) and not np.isfinite(x)) else format(x, spec)
 
 
 def markdown(frame: pd.DataFrame) -> str:
