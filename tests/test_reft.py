@@ -93,6 +93,8 @@ def test_param_count_by_tying(tied, suffix, units):
     built, model, method = _reft_model("method.r=2", f"method.tied_weights={tied}", f"method.suffix_positions={suffix}")
     report = params.param_report(model, built.classifier + built.pooler, built.base_total, method)
     assert report["adapter"] == 2 * units * 2 * (2 * 32 + 1)
+    # R is dense (orthonormal rows) although its Householder storage is mostly zero at init
+    assert report["nonzero"] == report["adapter"]
 
 
 def test_bf16_autocast_keeps_projection_fp32(use_mirror, tmp_path):

@@ -201,6 +201,20 @@ class Reft(Method):
                              positions=f"p{self.cfg.prefix_positions}+s{self.cfg.suffix_positions}")
         return model
 
+    def param_report(self, model):
+        """`nonzero` from R itself, not from its stored parametrisation: LoReFT keeps R as
+        Householder reflectors whose storage is mostly zero at init (r of r x d entries), which
+        would halve the shared count for a fully dense intervention."""
+        units = [m for n, m in model.named_modules()
+                 if type(m).__name__ == "ReftUnit" and any(p.requires_grad for p in m.parameters())]
+        if not units:
+            return {}
+        nonzero = 0
+        for unit in units:
+            nonzero += int((rotation(unit).detach() != 0).sum())
+            nonzero += sum(int((p.detach() != 0).sum()) for p in unit.learned_source.parameters())
+        return {"nonzero": nonzero}
+
     def _unused_units(self):
         c = self.cfg
         if c.tied_weights:
