@@ -10,7 +10,7 @@ import pytest
 from harness import analysis
 from harness.analysis import plateau, tables
 from harness.analysis.load import load_runs
-from test_analysis import _record
+from test_analysis import PRIOR_LOSS, _record
 
 
 def _evals(run_dir, scores, metric="accuracy"):
@@ -29,7 +29,7 @@ def _sweep(tmp_path):
                 adapter=20_000_000)
         _evals(d / f"fullft-{seed}", flat[seed])
         _record(d / f"lora-{seed}", method="lora", kind="lora", lr_mult=10, seed=seed, select=0.8, report=0.8,
-                adapter=300_000, knobs={"r": 8})
+                adapter=300_000, knobs={"r": 8}, losses=(0.70, 0.69, 0.69, 0.68 + seed / 100))  # stuck at the prior
         _evals(d / f"lora-{seed}", rising[seed])
     return d
 
@@ -47,6 +47,17 @@ def test_gain_over_the_last_interval_and_still_rising(tmp_path):
     assert full["best_step"] == 200 and full["last_mean"] == pytest.approx(np.mean([0.81, 0.80, 0.815]))
     curves = plateau.curves(best, frames)
     assert len(curves) == 6 and set(curves["seeds"]) == {3}
+
+
+def test_loss_level_over_the_last_quarter_beside_the_prior(tmp_path):
+    runs = load_runs([_sweep(tmp_path)])
+    best = tables.best_lrs(runs)
+    table = plateau.table(best, plateau.seed_curves(runs, best), plateau.loss_levels(runs, best)).set_index("label")
+    lora, full = table.loc["lora r8"], table.loc["fullft"]
+    assert full["loss_tail_mean"] == pytest.approx(0.4)  # FALLING's last quarter (one of four points)
+    assert lora["loss_tail_mean"] == pytest.approx(0.70) and lora["prior_loss"] == pytest.approx(PRIOR_LOSS)
+    assert lora["loss_tail_ci95_low"] < 0.70 < lora["loss_tail_ci95_high"]
+    assert np.isnan(plateau.table(best, plateau.seed_curves(runs, best)).loc[0, "loss_tail_mean"])
 
 
 def test_report_writes_plateau_and_draws_the_curves(tmp_path):

@@ -196,7 +196,7 @@ def loss_curve(run_dir: Path) -> pd.Series:
     return pd.Series(points, dtype=float).sort_index()
 
 
-def _tail_mean(curve: pd.Series) -> float:
+def tail_mean(curve: pd.Series) -> float:
     return curve.iloc[-max(1, len(curve) // 4):].mean()
 
 
@@ -207,7 +207,7 @@ def loss_at_prior(curve: pd.Series, prior_loss: float, absolute: float = 0.02, r
     however flat its curve, which is what the plateau rule below got wrong."""
     if curve.empty or not np.isfinite(prior_loss):
         return False
-    return bool(abs(_tail_mean(curve) - prior_loss) <= max(absolute, relative * prior_loss))
+    return bool(abs(tail_mean(curve) - prior_loss) <= max(absolute, relative * prior_loss))
 
 
 def loss_never_fell(curve: pd.Series, tolerance: float = 0.02) -> bool:
@@ -215,7 +215,7 @@ def loss_never_fell(curve: pd.Series, tolerance: float = 0.02) -> bool:
     first window."""
     if len(curve) < 4:
         return False
-    return bool(_tail_mean(curve) >= curve.iloc[0] * (1 - tolerance))
+    return bool(tail_mean(curve) >= curve.iloc[0] * (1 - tolerance))
 
 
 def _loss_flags(runs: pd.DataFrame) -> pd.DataFrame:

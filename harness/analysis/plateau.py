@@ -4,6 +4,10 @@ read from it answers a budget question. Per configuration at its best LR, from e
 metrics.jsonl: the selection-split score at every evaluation (mean ± sd over seeds:
 select_curves.png), and the per-seed gain over the last evaluation interval with its t 95%
 interval (plateau.csv, a table.md section). `still_rising` when that interval lies above 0.
+Beside it, the level the train loss settled at (mean over the last quarter of training, per seed,
+with its t interval) and the constant predictor's loss: the plateau adapters#739 reports is a
+LoReFT loss that stays near that prior while LoRA's falls, so whether rank or positions move the
+plateau reads off this level across configurations.
 
 With 3 seeds the interval is wide: "not rising" is the absence of evidence that more steps help,
 not proof that they would not; the gain's mean and interval are printed so a reader can judge.
@@ -14,10 +18,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from harness.analysis.load import CONFIG_KEY, events
+from harness.analysis.load import CONFIG_KEY, events, loss_curve, tail_mean
 
 COLUMNS = [CONFIG_KEY, "task", "label", "metric_name", "seeds", "evals", "last_step", "previous_step",
-           "last_mean", "best_step", "gain_mean", "gain_ci95_low", "gain_ci95_high", "still_rising"]
+           "last_mean", "best_step", "gain_mean", "gain_ci95_low", "gain_ci95_high", "still_rising",
+           "loss_tail_mean", "loss_tail_ci95_low", "loss_tail_ci95_high", "prior_loss"]
 
 
 def select_curve(run_dir: Path, metric: str) -> pd.Series:
@@ -48,6 +53,18 @@ def seed_curves(runs: pd.DataFrame, best: pd.DataFrame) -> dict:
     return {b[CONFIG_KEY]: _seed_curves(runs, b) for _, b in best.iterrows()}
 
 
+def loss_levels(runs: pd.DataFrame, best: pd.DataFrame) -> dict:
+    """{config_id: (per-seed train-loss level over the last quarter, mean prior loss)} at each
+    configuration's best LR."""
+    from harness.analysis.tables import at_lr, succeeded
+    levels = {}
+    for _, b in best.iterrows():
+        sel = at_lr(succeeded(runs), b[CONFIG_KEY], b["lr"])
+        tails = [tail_mean(c) for c in (loss_curve(Path(d)) for d in sel["dir"]) if not c.empty]
+        levels[b[CONFIG_KEY]] = (pd.Series(tails, dtype=float), float(sel["prior_loss"].astype(float).mean()))
+    return levels
+
+
 def curves(best: pd.DataFrame, frames: dict) -> pd.DataFrame:
     """One row per configuration and evaluation step: select_mean, select_sd, seeds."""
     rows = []
@@ -60,8 +77,8 @@ def curves(best: pd.DataFrame, frames: dict) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=[CONFIG_KEY, "task", "label", "step", "select_mean", "select_sd", "seeds"])
 
 
-def table(best: pd.DataFrame, frames: dict) -> pd.DataFrame:
-    """COLUMNS, one row per configuration evaluated at least twice."""
+def table(best: pd.DataFrame, frames: dict, levels: dict = None) -> pd.DataFrame:
+    """COLUMNS, one row per configuration evaluated at least twice (loss columns NaN without `levels`)."""
     from harness.analysis.tables import t_interval
     rows = []
     for _, b in best.iterrows():
@@ -70,13 +87,17 @@ def table(best: pd.DataFrame, frames: dict) -> pd.DataFrame:
             continue
         gains = frame.iloc[-1] - frame.iloc[-2]
         low, high = t_interval(gains)
+        tails, prior = (levels or {}).get(b[CONFIG_KEY], (pd.Series(dtype=float), np.nan))
+        loss_low, loss_high = t_interval(tails) if len(tails) else (np.nan, np.nan)
         mean_curve = frame.mean(axis=1)
         rows.append({CONFIG_KEY: b[CONFIG_KEY], "task": b["task"], "label": b["label"],
                      "metric_name": b["metric_name"], "seeds": frame.shape[1], "evals": len(frame),
                      "last_step": int(frame.index[-1]), "previous_step": int(frame.index[-2]),
                      "last_mean": float(mean_curve.iloc[-1]), "best_step": int(mean_curve.idxmax()),
                      "gain_mean": float(gains.mean()), "gain_ci95_low": low, "gain_ci95_high": high,
-                     "still_rising": bool(np.isfinite(low) and low > 0)})
+                     "still_rising": bool(np.isfinite(low) and low > 0),
+                     "loss_tail_mean": float(tails.mean()) if len(tails) else np.nan,
+                     "loss_tail_ci95_low": loss_low, "loss_tail_ci95_high": loss_high, "prior_loss": prior})
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
@@ -87,13 +108,22 @@ def markdown(plateaus: pd.DataFrame) -> str:
     lines = ["", "## Plateau (selection-split score at the last two evaluations, at the best LR; gain = last -"
              " previous, per seed, 95% t interval)", "",
              "| task | configuration | seeds | steps | score at last eval | best eval step | gain over last interval |"
-             " still rising |", "|" + "---|" * 8]
+             " still rising | train loss, last quarter | constant predictor's loss |", "|" + "---|" * 10]
     for _, r in plateaus.iterrows():
         ci = "" if not np.isfinite(r["gain_ci95_low"]) else f" [{r['gain_ci95_low']:+.4f}, {r['gain_ci95_high']:+.4f}]"
         lines.append(f"| {r['task']} | {r['label']} | {r['seeds']} | {r['previous_step']}→{r['last_step']} |"
                      f" {r['last_mean']:.4f} | {r['best_step']} | {r['gain_mean']:+.4f}{ci} |"
-                     f" {'yes' if r['still_rising'] else ''} |")
+                     f" {'yes' if r['still_rising'] else ''} | {_level(r)} | {_number(r['prior_loss'])} |")
     return "\n".join(lines) + "\n"
+
+
+def _number(x) -> str:
+    return f"{x:.4f}" if np.isfinite(x) else ""
+
+
+def _level(r) -> str:
+    ci = "" if not np.isfinite(r["loss_tail_ci95_low"]) else f" [{r['loss_tail_ci95_low']:.4f}, {r['loss_tail_ci95_high']:.4f}]"
+    return _number(r["loss_tail_mean"]) + ci if np.isfinite(r["loss_tail_mean"]) else ""
 
 
 def figure(select_curves: pd.DataFrame, styles: dict = None):

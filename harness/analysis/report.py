@@ -108,7 +108,7 @@ def build(sweep_dirs, name: str = None, params: str = "trainable") -> Report:
     report.retention_pairs, report.tradeoff = retention_stats.paired(runs, best), retention_stats.tradeoff(table)
     report.markdown += retention_stats.markdown(report.retention_pairs, report.tradeoff)
     eval_frames = plateau.seed_curves(runs, best)  # each run's metrics.jsonl read once
-    report.plateaus = plateau.table(best, eval_frames)
+    report.plateaus = plateau.table(best, eval_frames, plateau.loss_levels(runs, best))
     report.markdown += plateau.markdown(report.plateaus)
     final_ranks = allocation.seed_ranks(runs, best)
     report.allocation = allocation.summary(best, final_ranks)
