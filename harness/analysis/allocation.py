@@ -96,7 +96,6 @@ def summary(best: pd.DataFrame, ranks: dict) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
 
 
-
 def markdown(summary_frame: pd.DataFrame) -> str:
     if summary_frame.empty:
         return ""

@@ -62,7 +62,6 @@ def pairs(runs: pd.DataFrame, best: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-
 def markdown(frame: pd.DataFrame) -> str:
     if frame is None or frame.empty:
         return ""

@@ -103,6 +103,7 @@ def table(best: pd.DataFrame, frames: dict, levels: dict = None) -> pd.DataFrame
 
 def markdown(plateaus: pd.DataFrame) -> str:
     """The table.md section ('' when no configuration was evaluated twice)."""
+    from harness.analysis.tables import _fmt
     if plateaus.empty:
         return ""
     lines = ["", "## Plateau (selection-split score at the last two evaluations, at the best LR; gain = last -"
@@ -113,17 +114,14 @@ def markdown(plateaus: pd.DataFrame) -> str:
         ci = "" if not np.isfinite(r["gain_ci95_low"]) else f" [{r['gain_ci95_low']:+.4f}, {r['gain_ci95_high']:+.4f}]"
         lines.append(f"| {r['task']} | {r['label']} | {r['seeds']} | {r['previous_step']}→{r['last_step']} |"
                      f" {r['last_mean']:.4f} | {r['best_step']} | {r['gain_mean']:+.4f}{ci} |"
-                     f" {'yes' if r['still_rising'] else ''} | {_level(r)} | {_number(r['prior_loss'])} |")
+                     f" {'yes' if r['still_rising'] else ''} | {_level(r)} | {_fmt(r['prior_loss'], '.4f')} |")
     return "\n".join(lines) + "\n"
 
 
-def _number(x) -> str:
-    return f"{x:.4f}" if np.isfinite(x) else ""
-
-
 def _level(r) -> str:
+    from harness.analysis.tables import _fmt
     ci = "" if not np.isfinite(r["loss_tail_ci95_low"]) else f" [{r['loss_tail_ci95_low']:.4f}, {r['loss_tail_ci95_high']:.4f}]"
-    return _number(r["loss_tail_mean"]) + ci if np.isfinite(r["loss_tail_mean"]) else ""
+    return _fmt(r["loss_tail_mean"], ".4f") + ci if np.isfinite(r["loss_tail_mean"]) else ""
 
 
 def figure(select_curves: pd.DataFrame, styles: dict = None):
