@@ -33,3 +33,19 @@ def test_the_report_notebook_default_input_exists_in_a_clone():
     exec("".join(params["source"]), namespace)  # noqa: S102 - our own notebook's parameter cell
     for d in namespace["sweep_dirs"]:
         assert list((REPO / "notebooks" / d).glob("*/result.json")), f"notebook default input {d} has no records"
+
+
+def test_reft_capacity_paired_loss_script_reproduces_the_readme_figures():
+    """results/reft_capacity/paired_loss.py reads only the committed records; every interval it
+    prints is the one the README quotes (README minus signs are U+2212)."""
+    import re
+    import subprocess
+    import sys
+    folder = REPO / "results" / "reft_capacity"
+    out = subprocess.run([sys.executable, str(folder / "paired_loss.py")], capture_output=True, text=True,
+                         check=True).stdout
+    figures = re.findall(r"([+-]\d\.\d{3} \[[+-]\d\.\d{3}, [+-]\d\.\d{3}\]) \(n=3\)", out)
+    assert len(figures) == 9, out
+    readme = (folder / "README.md").read_text()
+    for figure in figures:
+        assert figure.replace("-", "\u2212") in readme, figure

@@ -9,9 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy import stats
-
 from harness.analysis.load import loss_curve, tail_mean
+from harness.analysis.tables import t_interval
 
 HERE = Path(__file__).resolve().parent
 
@@ -33,8 +32,8 @@ def paired(levels: pd.DataFrame, a: tuple, b: tuple) -> str:
     def pick(r, pos):
         return levels[(levels["r"] == str(r)) & (levels["positions"] == pos)].set_index("seed")["level"]
     d = (pick(*b) - pick(*a)).dropna()
-    half = stats.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d))
-    return f"{d.mean():+.3f} [{d.mean() - half:+.3f}, {d.mean() + half:+.3f}] (n={len(d)})"
+    low, high = t_interval(d)
+    return f"{d.mean():+.3f} [{low:+.3f}, {high:+.3f}] (n={len(d)})"
 
 
 def main() -> int:
