@@ -376,6 +376,25 @@ def test_lr_ratio_has_a_t_interval_over_seeds(tmp_path):
     assert "95% CI" in analysis.build([d]).markdown
 
 
+def test_a_seed_whose_best_lr_is_its_grid_edge_is_counted_and_noted(tmp_path):
+    """Seed 3 peaks at the top of LoRA's grid while the configuration's best (over seeds) is inside
+    it: the configuration-level edge flag stays empty, the per-seed count and the note do not."""
+    d = tmp_path / "seed_edge"
+    lora_scores = {1: (0.70, 0.82, 0.78), 2: (0.70, 0.82, 0.78), 3: (0.70, 0.78, 0.80)}
+    for seed in (1, 2, 3):
+        for mult, select in zip((3, 10, 30), lora_scores[seed]):
+            _record(d / f"lora-{mult}-{seed}", method="lora", kind="lora", lr_mult=mult, seed=seed,
+                    select=select, report=0.8, adapter=300_000, knobs={"r": 8})
+        for mult in (0.1, 1, 10):
+            _record(d / f"fullft-{mult}-{seed}", method="fullft", kind="fullft", lr_mult=mult, seed=seed,
+                    select=0.8 if mult == 1 else 0.7, report=0.8, adapter=20_000_000)
+    report = analysis.build([d])
+    row = report.ratio["per_config"].iloc[0]
+    assert row["lora_lr_edge"] == "" and row["fullft_lr_edge"] == ""
+    assert row["lora_seeds_at_edge"] == 1 and row["fullft_seeds_at_edge"] == 0
+    assert "some seeds' best LRs lie at their grid's edge" in report.markdown
+
+
 def test_single_lr_ratio_is_not_measured_and_not_drawn(tmp_path):
     d = tmp_path / "single"
     for seed in (1, 2):

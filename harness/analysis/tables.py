@@ -17,7 +17,8 @@ correction over the comparisons of one table, and a bootstrap interval only from
 (below that the bootstrap's interval is too narrow: it resamples from a handful of values).
 
 LR ratio: the optimum of each configuration is fitted per seed (parabola in log10 LR through the
-best grid point and its two neighbours; the best grid point when it lies on the grid's edge); the log of LoRA's optimum over FullFT's is taken per seed and a t
+best grid point and its two neighbours; the best grid point when it lies on the grid's edge, and
+such seeds are counted: lr_ratio.csv *_seeds_at_edge); the log of LoRA's optimum over FullFT's is taken per seed and a t
 95% interval over seeds is reported on that log-ratio, then exponentiated. Only configurations
 with >= 2 LRs enter; with a single LR the ratio is "not measured".
 
@@ -241,6 +242,16 @@ def optima_per_seed(runs: pd.DataFrame, config_id: str) -> pd.Series:
     return pd.Series(by_seed, dtype=float)
 
 
+def seeds_at_edge(runs: pd.DataFrame, config_id: str) -> int:
+    """How many seeds' best grid LR is the smallest or largest LR that seed tried. There the seed's
+    optimum is its grid point, a bound, and the ratio through it is biased toward the grid: the
+    configuration-level edge flag (on the mean over seeds) can miss it."""
+    ok = succeeded(runs[runs[CONFIG_KEY] == config_id]).dropna(subset=["select_score", "lr"])
+    tried = runs[runs[CONFIG_KEY] == config_id].dropna(subset=["lr"])
+    return sum(bool(lr_edge(tried[tried["seed"] == seed]["lr"], g.loc[g["select_score"].idxmax(), "lr"]))
+               for seed, g in ok.groupby("seed") if g["lr"].nunique() >= 2)
+
+
 def t_interval(values, level: float = 0.95):
     """Student-t interval for the mean of values: (nan, nan) below 2 values, and when every value is
     the same (a zero-width interval would claim a certainty that identical seeds do not give: the
@@ -279,7 +290,9 @@ def _ratio_rows(runs: pd.DataFrame, best_task: pd.DataFrame, full: pd.Series):
                      "ci95_low": np.exp(low), "ci95_high": np.exp(high),
                      "anchor_ratio": lora["lr"] / full["lr"],
                      "lora_lr_edge": lr_edge(runs[runs[CONFIG_KEY] == lora[CONFIG_KEY]]["lr"].dropna(), lora["lr"]),
-                     "fullft_lr_edge": lr_edge(runs[runs[CONFIG_KEY] == full[CONFIG_KEY]]["lr"].dropna(), full["lr"])})
+                     "fullft_lr_edge": lr_edge(runs[runs[CONFIG_KEY] == full[CONFIG_KEY]]["lr"].dropna(), full["lr"]),
+                     "lora_seeds_at_edge": seeds_at_edge(runs, lora[CONFIG_KEY]),
+                     "fullft_seeds_at_edge": seeds_at_edge(runs, full[CONFIG_KEY])})
         logs += [{"task": lora["task"], CONFIG_KEY: lora[CONFIG_KEY], "seed": s, "log_ratio": v}
                  for s, v in log_ratio.items()]
     return rows, logs
@@ -435,7 +448,11 @@ def _fmt(x, spec: str = ".3f") -> str:
 def _edge_note(per_config: pd.DataFrame) -> str:
     measured = per_config.dropna(subset=["ratio"])
     edges = (measured["lora_lr_edge"] != "") | (measured["fullft_lr_edge"] != "")
-    return "; some best LRs lie at the grid's edge, so there the ratio is a bound, not a fit" if edges.any() else ""
+    if edges.any():
+        return "; some best LRs lie at the grid's edge, so there the ratio is a bound, not a fit"
+    seeds = (measured["lora_seeds_at_edge"] > 0) | (measured["fullft_seeds_at_edge"] > 0)
+    return ("; some seeds' best LRs lie at their grid's edge (lr_ratio.csv, *_seeds_at_edge): those seeds'"
+            " ratios are bounds, not fits" if seeds.any() else "")
 
 
 def _ratio_lines(ratio: Optional[dict]) -> list:
