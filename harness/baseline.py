@@ -9,7 +9,8 @@ an SST-2 run at 0.495, and stays quiet on runs whose margin over the baseline ex
 noise of the reported split.
 
 `prior_loss` is the train loss of that constant predictor (label entropy in nats for cross-entropy,
-label variance for MSE): a loss curve that ends there learned nothing beyond the class prior.
+label variance for MSE, in the units the model trained on: 1 for standardized targets, see
+harness/label_scaling.py): a loss curve that ends there learned nothing beyond the class prior.
 """
 
 from typing import Dict
@@ -58,9 +59,11 @@ def _bootstrap_differences(metric: str, preds: np.ndarray, const: np.ndarray, la
 
 
 def assess(metric: str, metric_names, preds: np.ndarray, labels: np.ndarray, train_labels: np.ndarray,
-           regression: bool, seed: int) -> Dict[str, object]:
+           regression: bool, seed: int, loss_unit: float = 1.0) -> Dict[str, object]:
     """The baseline's metrics, the run's margin over it with a one-sided bootstrap bound, and the flag.
-    `metric` is the report metric without a split suffix; preds/labels are the reported part."""
+    `metric` is the report metric without a split suffix; preds/labels are the reported part, both in
+    the task's units; loss_unit is the sd the targets were divided by for training (prior_loss is
+    compared with the train loss)."""
     value = constant_prediction(train_labels, regression)
     const = np.full(len(labels), value, dtype=np.float64 if regression else np.int64)
     baseline = metric_fns.compute(metric_names, const, labels)
@@ -72,7 +75,7 @@ def assess(metric: str, metric_names, preds: np.ndarray, labels: np.ndarray, tra
         "predictor": "mean" if regression else "majority",
         "value": value,
         "metrics": baseline,
-        "prior_loss": prior_loss(train_labels, regression),
+        "prior_loss": prior_loss(train_labels, regression) / loss_unit ** 2,
         "difference": float(model_score - baseline[metric]),
         "difference_lower_95": lower,
         "single_class_predictions": single_class,

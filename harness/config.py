@@ -21,6 +21,7 @@ from typing import Any, Dict, List, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
+from harness import label_scaling
 from harness.errors import HarnessError, did_you_mean
 
 
@@ -60,6 +61,9 @@ class TaskConfig:
     report_metric: str = MISSING  # the task's headline number (also the selection metric)
     max_length: int = 128
     max_train_samples: Optional[int] = None  # None = the whole train split
+    # Regression targets: standardize (train on z-scores of the train split, predictions mapped
+    # back; harness/label_scaling.py says why) | none (raw targets). Classification ignores it.
+    label_scaling: str = "standardize"
 
 
 @dataclass
@@ -285,6 +289,8 @@ def validate(cfg: DictConfig) -> None:
     _require((task.label_type == "regression") == (task.num_labels == 1),
              "task.num_labels must be 1 for a regression task and >= 2 for a classification task"
              f" (got task.label_type={task.label_type}, task.num_labels={task.num_labels})")
+    _require(task.label_scaling in label_scaling.MODES,
+             f"task.label_scaling must be one of {label_scaling.MODES} (got '{task.label_scaling}')")
     _require(task.max_length > 0, f"task.max_length must be > 0 (got {task.max_length})")
     _require(1 <= len(task.text_fields) <= 2,
              f"task.text_fields must name one or two fields (a text or a text pair; got {list(task.text_fields)})")

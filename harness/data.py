@@ -14,6 +14,7 @@ from typing import Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 
+from harness import label_scaling
 from harness.config import BATCHINGS
 from harness.errors import HarnessError
 from harness.hub import BUNDLED_DATA, DATA_DIR_ENV, data_dir, data_source
@@ -284,6 +285,8 @@ class TaskData:
     train_tokens_mean: float
     sources: Dict[str, dict]  # split -> what identifies its content (file sha256 / hub fingerprint)
     train_lengths: np.ndarray = None  # tokens per training row (length-grouped batching)
+    train_labels: np.ndarray = None  # as the task states them (train["labels"] may be standardized)
+    label_scale: Optional[object] = None  # harness.label_scaling.LabelScale when targets are standardized
 
 
 def source_identity(task_cfg, split: str, ds) -> dict:
@@ -321,6 +324,12 @@ def _prepare(cfg, tokenizer, model_inputs) -> TaskData:
     if task.max_train_samples is not None and task.max_train_samples < len(train):
         train = train.shuffle(seed=SUBSET_SEED).select(range(task.max_train_samples))
     train = tokenize(train, task, tokenizer, keep)
+    train_labels = np.array(train["labels"])
+    scale = label_scaling.fit(task, train_labels)
+    if scale is not None:
+        train = train.map(lambda b: {"labels": scale.to_training(b["labels"]).tolist()}, batched=True,
+                          new_fingerprint=hashlib.sha256(f"{train._fingerprint}|{scale}".encode()).hexdigest()[:32],
+                          desc="standardize targets")
     # Padding to a multiple of 8 keeps the padded length on the vector/tile width of bf16 kernels
     collate = DataCollatorWithPadding(tokenizer, pad_to_multiple_of=cfg.train.pad_to_multiple_of)
     eval_sets = {}
@@ -331,7 +340,7 @@ def _prepare(cfg, tokenizer, model_inputs) -> TaskData:
         eval_sets[tag] = _eval_set(tokenize(raw, task, tokenizer, keep), collate, cfg.train.eval_batch_size)
     lengths = np.array([len(x) for x in train["input_ids"]])
     return TaskData(train=train, eval_sets=eval_sets, collate=collate, train_tokens_mean=float(lengths.mean()),
-                    sources=sources, train_lengths=lengths)
+                    sources=sources, train_lengths=lengths, train_labels=train_labels, label_scale=scale)
 
 
 class TrainBatches:

@@ -77,8 +77,9 @@ PROTOCOLS.register("split_val", SplitValProtocol)
 class Evaluator:
     """Predicts each eval split once per evaluation and scores every protocol part of it."""
 
-    def __init__(self, task_cfg, eval_sets: Dict[str, object], protocol, runtime):
+    def __init__(self, task_cfg, eval_sets: Dict[str, object], protocol, runtime, label_scale=None):
         self.task = task_cfg
+        self.label_scale = label_scale  # standardized regression targets: predictions are mapped back
         self.eval_sets = eval_sets  # tag -> harness.data.EvalSet
         self.protocol = protocol
         self.runtime = runtime
@@ -96,7 +97,7 @@ class Evaluator:
                 logits = model(**self.runtime.to_device(batch)).logits.float()
                 pred = logits.squeeze(-1) if self.task.label_type == "regression" else logits.argmax(-1)
                 out[positions] = pred.cpu().numpy()
-        return out
+        return out if self.label_scale is None else self.label_scale.from_training(out)
 
     def evaluate(self, model, step: int) -> Dict[str, float]:
         """Run one evaluation; update the protocol; return flat 'eval/...' metrics to log."""
@@ -145,7 +146,8 @@ class Evaluator:
         names = list(self.task.metrics)
         return {"split": tag, "part": self.protocol.reported_part, "metric": metric,
                 **baseline.assess(metric, names, preds, labels, np.asarray(train_labels),
-                                  self.task.label_type == "regression", seed)}
+                                  self.task.label_type == "regression", seed,
+                                  loss_unit=1.0 if self.label_scale is None else self.label_scale.sd)}
 
     def _report_split(self) -> tuple:
         """(eval split tag, bare metric name) of the task's report metric ('accuracy_m' -> m, accuracy)."""

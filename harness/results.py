@@ -84,8 +84,13 @@ def _without(resolved: dict, drop: dict) -> dict:
     return core
 
 
-def without_unused_probe_settings(resolved: dict) -> dict:
-    """resolved without PROBE_SETTINGS when no probe runs (eval.retention empty or absent)."""
+def without_inert_settings(resolved: dict) -> dict:
+    """resolved without PROBE_SETTINGS when no probe runs (eval.retention empty or absent), and
+    without task.label_scaling on a classification task (it only acts on regression targets, so a
+    classification run keeps the identity it had before the setting existed)."""
+    task = resolved.get("task")
+    if isinstance(task, dict) and task.get("label_type") != "regression" and "label_scaling" in task:
+        resolved = {**resolved, "task": {k: v for k, v in task.items() if k != "label_scaling"}}
     if (resolved.get("eval") or {}).get("retention"):
         return resolved
     return {group: {k: v for k, v in value.items() if k not in PROBE_SETTINGS[group]}
@@ -96,7 +101,7 @@ def run_identity(resolved: dict, execution: Optional[dict] = None) -> str:
     """One run: the resolved config without observation-only groups and non-semantic settings,
     plus what device and precision resolved to (harness.runtime.execution). Output paths are not
     part of the config. Skip/resume in sweeps match on it."""
-    return _hash(_with_execution(_without(without_unused_probe_settings(resolved), NON_SEMANTIC), execution))
+    return _hash(_with_execution(_without(without_inert_settings(resolved), NON_SEMANTIC), execution))
 
 
 def _with_execution(core: dict, execution: Optional[dict]) -> dict:
@@ -110,7 +115,7 @@ def config_identity(resolved: dict, execution: Optional[dict] = None) -> str:
     configuration, not by a per-seed path)."""
     from harness.methods import METHODS
     drop = {g: NON_SEMANTIC.get(g, ()) + PER_RUN.get(g, ()) for g in set(NON_SEMANTIC) | set(PER_RUN)}
-    core = _without(without_unused_probe_settings(resolved), drop)
+    core = _without(without_inert_settings(resolved), drop)
     method = core.get("method")
     if isinstance(method, dict) and method.get("kind") in METHODS:
         core["method"] = METHODS.get(method["kind"]).identity_view(method)

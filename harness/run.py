@@ -11,6 +11,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from harness import label_scaling
 from harness.config import effective_lr, lr_source, validate, validate_with_tokenizer
 from harness.errors import HarnessError
 from harness.tracking import Redactor
@@ -226,6 +227,7 @@ def _execute(cfg, record, tracker, method_cls, data_source, hub, run_dir):
     fp32_modules = runtime.keep_fp32(model, built.classifier)
 
     inferred.update(built.inferred)
+    inferred.update(label_scaling.inferred(cfg.task, task_data.label_scale))
     inferred.update(retention.inferred)
     inferred.update({
         "lr": {"value": lr, "reason": lr_source(cfg)},
@@ -256,7 +258,7 @@ def _execute(cfg, record, tracker, method_cls, data_source, hub, run_dir):
     record.write()
 
     protocol = PROTOCOLS.get(cfg.eval.protocol)(cfg.task.report_metric, cfg.eval.split_seed)
-    evaluator = Evaluator(cfg.task, task_data.eval_sets, protocol, runtime)
+    evaluator = Evaluator(cfg.task, task_data.eval_sets, protocol, runtime, task_data.label_scale)
     checkpointer = Checkpointer(run_dir, record.data["run_id"], cfg.train.checkpoint_every)
     head_weights = sentinels.HeadWeights(model, head_train)
     started = time.perf_counter()
@@ -266,7 +268,7 @@ def _execute(cfg, record, tracker, method_cls, data_source, hub, run_dir):
     reported, evaluation = evaluator.result()
     _finish_method(cfg, record, method, model, run_dir, result, built.classifier + built.pooler, built.base_total)
     _raise_flags(record, head_weights.flags())
-    base = evaluator.baseline(task_data.train["labels"], cfg.train.seed)
+    base = evaluator.baseline(task_data.train_labels, cfg.train.seed)
     if base["at_baseline"]:
         record.data["flags"].append("at_baseline")
         print(f"[harness] warning: indistinguishable from the {base['predictor']} predictor"

@@ -98,6 +98,8 @@ CASES = [
     (["task.num_labels=1"], "task.num_labels must be 1 for a regression task and >= 2 for a classification task"
                             " (got task.label_type=classification, task.num_labels=1)"),
     (["task=stsb", "task.num_labels=2"], "(got task.label_type=regression, task.num_labels=2)"),
+    (["task=stsb", "task.label_scaling=zscore"],
+     "task.label_scaling must be one of ('standardize', 'none') (got 'zscore')"),
     (["task.label_type=ordinal"], "task.label_type must be one of ('classification', 'regression') (got 'ordinal')"),
     (["train.device=gpu"], "train.device must be auto, cpu, cuda or cuda:N (got 'gpu')"),
     (["train.device=cuda:x"], "train.device must be auto, cpu, cuda or cuda:N"),

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from conftest import compose
 from harness.baseline import assess, constant_prediction, prior_loss
 
 
@@ -58,6 +59,28 @@ def test_regression_baseline_is_the_train_mean_with_zero_correlation():
     assert flat["metrics"] == {"pearson": 0.0, "spearman": 0.0} and flat["at_baseline"]
     good = assess("pearson", ["pearson"], labels + rng.normal(0, 0.5, 200), labels, train, True, 0)
     assert not good["at_baseline"]
+
+
+def test_standardized_targets_put_the_prior_loss_in_training_units():
+    rng = np.random.default_rng(1)
+    train, labels = rng.uniform(0, 5, 500), rng.uniform(0, 5, 200)
+    scaled = assess("pearson", ["pearson"], labels, labels, train, True, 0, loss_unit=train.std())
+    assert scaled["prior_loss"] == pytest.approx(1.0) and scaled["value"] == pytest.approx(train.mean())
+
+
+def test_a_label_scale_round_trips_and_refuses_constant_targets():
+    from harness import label_scaling
+    from harness.errors import HarnessError
+    task = compose("task=stsb").task
+    y = np.array([0.0, 1.5, 4.0, 5.0])
+    scale = label_scaling.fit(task, y)
+    z = scale.to_training(y)
+    assert z.mean() == pytest.approx(0) and z.std() == pytest.approx(1)
+    assert scale.from_training(z) == pytest.approx(y)
+    assert label_scaling.fit(compose("task=stsb", "task.label_scaling=none").task, y) is None
+    assert label_scaling.fit(compose("task=sst2").task, np.array([0, 1, 1])) is None
+    with pytest.raises(HarnessError, match="every training target is 2.0"):
+        label_scaling.fit(task, np.full(5, 2.0))
 
 
 def test_prior_loss_is_the_label_entropy():

@@ -38,6 +38,16 @@ def test_settings_that_cannot_change_a_result_change_no_identity(overrides):
     assert _ids(*overrides) == BASE
 
 
+def test_label_scaling_is_a_configuration_of_a_regression_task_only():
+    """Standardized and raw STS-B targets train different models; on SST-2 the setting does nothing,
+    so a classification run's ids are those it had before the setting existed."""
+    assert _ids("task=stsb", "task.label_scaling=none")[1] != _ids("task=stsb")[1]
+    assert _ids("task.label_scaling=none") == BASE
+    resolved = OmegaConf.to_container(compose("model=tiny_bert"), resolve=True)
+    del resolved["task"]["label_scaling"]  # a record written before the setting existed
+    assert (run_identity(resolved), config_identity(resolved)) == BASE
+
+
 def test_reft_tied_weights_layers_and_variant_are_configurations():
     ids = {_ids("method=loreft", *o)[1] for o in [(), ("method.tied_weights=true",), ("method.layers='0'",),
                                                  ("method=noreft",), ("method=direft",)]}

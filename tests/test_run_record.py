@@ -1,7 +1,9 @@
 """A tiny run writes a complete, self-describing record; finished runs are never overwritten."""
 
 import json
+import os
 
+import pyarrow.parquet as pq
 import pytest
 
 from conftest import run_tiny
@@ -73,6 +75,19 @@ def test_split_val_decoder_fullft_record(use_mirror, tmp_path):
 def test_regression_and_two_split_tasks(use_mirror, tmp_path):
     stsb = run_tiny(tmp_path / "stsb", "task=stsb")
     assert set(stsb["metrics"]) == {"pearson", "spearman"}
+    # trained on z-scores of the train targets, reported in the task's units: the mean predictor is
+    # the raw train mean, predictions centre near it (not near 0), and the prior loss is the
+    # variance of the standardized targets (1), the unit the logged train loss is in
+    scale = stsb["inferred"]["label_scaling"]["value"]
+    train = pq.read_table(os.environ["HARNESS_DATA_DIR"] + "/glue/stsb/train.parquet")["label"].to_numpy()
+    assert scale == {"mode": "standardize", "mean": pytest.approx(train.mean()), "sd": pytest.approx(train.std())}
+    base = stsb["baseline"]
+    assert base["value"] == pytest.approx(train.mean()) and base["prior_loss"] == pytest.approx(1.0)
+    assert abs(base["prediction_distribution"]["mean"] - train.mean()) < 2 * train.std()
+    raw = run_tiny(tmp_path / "raw", "task=stsb", "task.label_scaling=none")
+    assert raw["inferred"]["label_scaling"]["value"] == "none"
+    assert raw["baseline"]["prior_loss"] == pytest.approx(train.var())
+    assert "label_scaling" not in run_tiny(tmp_path / "sst2")["inferred"]
     mnli = run_tiny(tmp_path / "mnli", "task=mnli")
     assert set(mnli["metrics"]) == {"accuracy_m", "accuracy_mm"}
     assert mnli["data"]["eval_examples"] == {"m": 40, "mm": 20}

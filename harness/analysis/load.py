@@ -136,9 +136,9 @@ def identity_view(config: dict) -> Dict[str, str]:
     the method part as its method sees itself. Mirrors config_identity; kept apart because that
     one returns only the hash."""
     from harness.methods import METHODS
-    from harness.results import NON_SEMANTIC, NOT_IDENTITY, PER_RUN, without_unused_probe_settings
+    from harness.results import NON_SEMANTIC, NOT_IDENTITY, PER_RUN, without_inert_settings
     view = {}
-    for group, value in without_unused_probe_settings(config).items():
+    for group, value in without_inert_settings(config).items():
         if group in NOT_IDENTITY:
             continue
         if isinstance(value, dict):
