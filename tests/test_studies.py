@@ -1,6 +1,7 @@
 """Every committed study re-analyses from git: its run records are committed under
 results/<study>/runs/, and `python -m harness.analysis results/<study>/runs` gives back the
-committed table.csv exactly (so nobody has to trust a table they cannot regenerate)."""
+committed table.csv, paired.csv and lr_ratio.csv exactly (so nobody has to trust a table they
+cannot regenerate)."""
 
 import json
 
@@ -24,6 +25,10 @@ def test_study_reanalyses_to_its_committed_table(study):
     report = analysis.build([study / "runs"], study.name)
     assert report.table.to_csv(index=False) == (study / "table.csv").read_text()
     assert report.pairs.to_csv(index=False) == (study / "paired.csv").read_text()
+    ratio_file = study / "lr_ratio.csv"  # the LR-ratio answer is a table too: it must not go stale
+    assert (report.ratio is not None) == ratio_file.exists()
+    if report.ratio is not None:
+        assert report.ratio["per_config"].to_csv(index=False) == ratio_file.read_text()
 
 
 def test_the_report_notebook_default_input_exists_in_a_clone():
