@@ -426,3 +426,26 @@ def test_a_run_found_in_two_sweeps_counts_once_and_a_seed_clash_is_refused(sweep
     (clash / "fullft-1-1-again/result.json").write_text(json.dumps(record))
     with pytest.raises(ValueError, match="share a configuration, LR and seed"):
         analysis.load.load_runs([sweep, clash])
+
+
+def test_pooled_ratio_averages_the_same_configurations_in_every_seed(tmp_path):
+    """Seed 3 ran only configuration r 8: a per-seed mean over r 4 and r 8 for seeds 1-2 beside r 8
+    alone for seed 3 would set different averages side by side. The pool keeps the seeds that ran
+    the most-measured configuration (1-3) and the configurations all of them ran (r 8 only), and says
+    so; the per-configuration rows still use every seed each one has."""
+    d = tmp_path / "uneven"
+    best = {(4, 1): 3, (4, 2): 3, (8, 1): 30, (8, 2): 10, (8, 3): 30}  # per-seed LoRA optima (x FullFT)
+    for (r, seed), opt in best.items():
+        for mult in (3, 10, 30):
+            _record(d / f"lora-r{r}-{mult}-{seed}", method="lora", kind="lora", lr_mult=mult, seed=seed,
+                    select=0.8 if mult == opt else 0.7, report=0.8, adapter=300_000 * r, knobs={"r": r})
+    for seed in (1, 2, 3):
+        for mult in (0.1, 1, 10):
+            _record(d / f"fullft-{mult}-{seed}", method="fullft", kind="fullft", lr_mult=mult, seed=seed,
+                    select=0.8 if mult == 1 else 0.7, report=0.8, adapter=20_000_000)
+    ratio = tables.lr_ratio(analysis.load.load_runs([d]))
+    r8 = ratio["per_config"].set_index("knobs").loc["r8"]
+    assert ratio["seeds"] == 3 and ratio["configs"] == 1 and ratio["configs_total"] == 2
+    assert ratio["ratio"] == pytest.approx(r8["ratio"])  # the pool is r 8 over its three seeds
+    assert ratio["ratio"] == pytest.approx(math.exp(np.mean(np.log([30, 10, 30]))), rel=0.05)
+    assert "1 of 2 configurations, those measured in every pooled seed" in analysis.build([d]).markdown

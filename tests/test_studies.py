@@ -29,6 +29,8 @@ def test_study_reanalyses_to_its_committed_table(study):
     assert (report.ratio is not None) == ratio_file.exists()
     if report.ratio is not None:
         assert report.ratio["per_config"].to_csv(index=False) == ratio_file.read_text()
+        headline = [line for line in report.markdown.splitlines() if "optimal-LR ratio" in line]
+        assert headline and headline[0] in (study / "table.md").read_text()  # the pooled ratio too
 
 
 def test_the_report_notebook_default_input_exists_in_a_clone():

@@ -300,13 +300,23 @@ def _ratio_rows(runs: pd.DataFrame, best_task: pd.DataFrame, full: pd.Series):
 
 def pooled_ratio(log_ratios: pd.DataFrame) -> dict:
     """Geometric-mean ratio over seeds of each seed's mean log-ratio across configurations, with a
-    t 95% interval over seeds ({} when nothing was measured)."""
+    t 95% interval over seeds ({} when nothing was measured). Every pooled seed averages the same
+    configurations: a seed that measured both tasks and one that measured one would otherwise be
+    averages of different things set side by side. So the pool takes the seeds of a configuration
+    measured in the most seeds, and the configurations measured in every one of those seeds;
+    'configs' of 'configs_total' says how many that kept."""
     if log_ratios.empty:
         return {}
-    per_seed = log_ratios.groupby("seed")["log_ratio"].mean()
+    seeds_of = log_ratios.groupby(CONFIG_KEY)["seed"].apply(frozenset)
+    def block(seeds):  # most seeds, then most configurations kept, then the lowest seeds
+        return len(seeds), sum(seeds <= other for other in seeds_of), [-s for s in sorted(seeds)]
+    pooled_seeds = max(seeds_of, key=block)
+    kept = [config for config, seeds in seeds_of.items() if pooled_seeds <= seeds]
+    pooled = log_ratios[log_ratios[CONFIG_KEY].isin(kept) & log_ratios["seed"].isin(pooled_seeds)]
+    per_seed = pooled.groupby("seed")["log_ratio"].mean()
     low, high = t_interval(per_seed)
     return {"ratio": float(np.exp(per_seed.mean())), "ci95": (float(np.exp(low)), float(np.exp(high))),
-            "seeds": len(per_seed), "configs": log_ratios[CONFIG_KEY].nunique()}
+            "seeds": len(per_seed), "configs": len(kept), "configs_total": len(seeds_of)}
 
 
 def lr_ratio(runs: pd.DataFrame) -> Optional[dict]:
@@ -339,7 +349,10 @@ def ratio_text(summary: dict) -> str:
         spread = f"every one of {summary['seeds']} seeds has the same optimum (grid resolution): no interval"
     else:
         spread = f"{summary['seeds']} seed, no interval"
-    return f"{summary['ratio']:.1f}x ({spread})"
+    subset = summary.get("configs_total", summary["configs"]) > summary["configs"]
+    coverage = (f"; {summary['configs']} of {summary['configs_total']} configurations, those measured in"
+                f" every pooled seed" if subset else "")
+    return f"{summary['ratio']:.1f}x ({spread}{coverage})"
 
 
 # ---- paired comparisons --------------------------------------------------------------------------
