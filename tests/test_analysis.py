@@ -373,7 +373,11 @@ def test_lr_ratio_has_a_t_interval_over_seeds(tmp_path):
     half = 4.302652729749462 * logs.std(ddof=1) / math.sqrt(3)
     assert ratio["ratio"] == pytest.approx(3000 ** (1 / 3)) and ratio["seeds"] == 3
     assert ratio["ci95"] == pytest.approx((math.exp(logs.mean() - half), math.exp(logs.mean() + half)))
-    assert "95% CI" in analysis.build([d]).markdown
+    report = analysis.build([d])
+    assert "95% CI" in report.markdown
+    ax = report.figures["lr_sweep"].axes[0]  # the ratio above the panel, the legend beside the panels:
+    assert "LoRA/FullFT optimal LR: 14.4x (95% CI" in ax.get_title()  # neither covers the other
+    assert ax.get_legend() is None and report.figures["lr_sweep"].legends
 
 
 def test_a_seed_whose_best_lr_is_its_grid_edge_is_counted_and_noted(tmp_path):

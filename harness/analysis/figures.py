@@ -3,6 +3,7 @@
 Every figure draws a configuration in one style (`config_styles`: colour and marker keyed by its
 label), so the same configuration looks the same in every panel, figure and task."""
 
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -185,19 +186,20 @@ def expected_max(curves: pd.DataFrame, expected: pd.DataFrame, styles: dict = No
     return fig
 
 
-def _ratio_box(ax, ratio, task) -> None:
-    if ratio is None:
-        return
-    text = tables.ratio_text(ratio["per_task"].get(task, {}))
-    ax.text(0.02, 0.02, f"LoRA/FullFT optimal LR: {text}", transform=ax.transAxes, fontsize=8,
-            bbox={"facecolor": "white", "alpha": 0.8})
+def _ratio_title(ax, ratio, task) -> None:
+    """The panel's title, with the fitted ratio under it: above the axes, where neither the curves
+    nor the legend can cover it."""
+    text = "" if ratio is None else tables.ratio_text(ratio["per_task"].get(task, {}))
+    lines = [task] + (textwrap.wrap(f"LoRA/FullFT optimal LR: {text}", 70) if text else [])
+    ax.set_title("\n".join(lines), fontsize=9 if len(lines) > 1 else None)
 
 
 def lr_sweep(curves: pd.DataFrame, ratio, styles: dict = None):
     """Selection-split score vs LR per configuration with >= 2 LRs (one point is no curve), with
-    the constant predictor dashed and the fitted LoRA/FullFT ratio."""
+    the constant predictor dashed and the fitted LoRA/FullFT ratio in each panel's title; one legend
+    right of the panels, as in the Pareto figures (inside a panel it covered curves and the ratio)."""
     styles = styles or config_styles(curves["label"])
-    fig, axes = _axes(len(_tasks(curves)))
+    fig, axes, ncol = _legend_figure(len(_tasks(curves)), curves.loc[curves["lrs"] >= 2, "label"])
     for ax, task in zip(axes, _tasks(curves)):
         everything = curves[curves["task"] == task]
         t = everything[everything["lrs"] >= 2]
@@ -213,11 +215,9 @@ def lr_sweep(curves: pd.DataFrame, ratio, styles: dict = None):
         _baseline_line(ax, everything["baseline_metric"])
         ax.set_xlabel("learning rate (log scale)")
         ax.set_ylabel("selection-split score (mean ± sd over seeds)")
-        ax.set_title(task)
         ax.grid(alpha=0.3)
-        _legend(ax, 6)
-        _ratio_box(ax, ratio, task)
-    fig.tight_layout()
+        _ratio_title(ax, ratio, task)
+    fig.tight_layout(rect=(0, 0, _figure_legend(fig, axes, ncol), 1))
     return fig
 
 
