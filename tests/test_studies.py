@@ -51,7 +51,7 @@ def test_reft_capacity_paired_loss_script_reproduces_the_readme_figures():
     folder = REPO / "results" / "reft_capacity"
     out = subprocess.run([sys.executable, str(folder / "paired_loss.py")], capture_output=True, text=True,
                          check=True).stdout
-    figures = re.findall(r"([+-]\d\.\d{3} \[[+-]\d\.\d{3}, [+-]\d\.\d{3}\]) \(n=3\)", out)
+    figures = re.findall(r"([+-]\d\.\d{3} \[[+-]\d\.\d{3}, [+-]\d\.\d{3}\]) \(n=5\)", out)
     assert len(figures) == 9, out
     readme = (folder / "README.md").read_text()
     for figure in figures:
