@@ -308,6 +308,7 @@ def pooled_ratio(log_ratios: pd.DataFrame) -> dict:
     if log_ratios.empty:
         return {}
     seeds_of = log_ratios.groupby(CONFIG_KEY)["seed"].apply(frozenset)
+
     def block(seeds):  # most seeds, then most configurations kept, then the lowest seeds
         return len(seeds), sum(seeds <= other for other in seeds_of), [-s for s in sorted(seeds)]
     pooled_seeds = max(seeds_of, key=block)
