@@ -31,7 +31,8 @@ if [ -z "${SKIP_INSTALL:-}" ]; then
 fi
 export PYTHONPATH=/tmp/site:$PWD${EXTRA_PYTHONPATH:+:$EXTRA_PYTHONPATH}
 # the weights' path is part of every run's identity: reach this checkout's copy by MODEL_DIR's path
-if [ ! -e "$MODEL_DIR" ]; then mkdir -p "$(dirname "$(dirname "$MODEL_DIR")")" && ln -s "$PWD" "$(dirname "$(dirname "$MODEL_DIR")")" || exit 3; fi
+ROOT=$(dirname "$(dirname "$MODEL_DIR")")  # the checkout MODEL_DIR names (/work/main)
+if [ ! -e "$MODEL_DIR" ]; then [ ! -e "$ROOT" ] && mkdir -p "$(dirname "$ROOT")" && ln -s "$PWD" "$ROOT" || exit 3; fi
 if [ -f .gpu/prior.tgz ]; then mkdir -p sweeps && tar xzf .gpu/prior.tgz -C sweeps || exit 3; fi
 if [ ! -s .gpu/minilm_bf16/model.safetensors ]; then
   python3 -c "import lzma,shutil; shutil.copyfileobj(lzma.open('.gpu/model.safetensors.xz'), open('.gpu/minilm_bf16/model.safetensors','wb'))" || exit 3
